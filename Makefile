@@ -1,0 +1,26 @@
+# One command to set up and run the main job, one to set up and run the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ADVISOR := $(VENV)/bin/advisor
+
+.PHONY: setup demo test bench
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# A real sweep (TVM-tuned, then PyTorch) of ResNet-18's conv3 on this CPU, and its plot.
+demo: setup
+	$(ADVISOR) layers --model resnet18-cifar
+	$(ADVISOR) sweep --model resnet18-cifar --layer conv3 --channels 32..256
+	$(ADVISOR) sweep --model resnet18-cifar --layer conv3 --channels 32..256 --backend torch
+	$(ADVISOR) plot --layer conv3 --output out/conv3.html
+
+test: setup
+	$(PY) -m pytest -q -x
+
+bench: setup
+	$(PY) benchmarks/tvm_vs_torch.py

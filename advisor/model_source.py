@@ -1,0 +1,109 @@
+"""Resolve `--model`: a built-in name, `path/file.py:factory`, or a saved `.pt2` program."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from advisor.errors import AdvisorError
+from advisor.networks import BUILTIN_NETWORKS
+
+
+@dataclass
+class LoadedModel:
+    label: str  # what identifies the model in results
+    input_shape: tuple[int, ...]
+    module: nn.Module | None  # None for a .pt2 program (it can be measured, not pruned)
+    program: torch.export.ExportedProgram | None = None
+
+    def exported(self) -> torch.export.ExportedProgram:
+        if self.program is None:
+            example = torch.zeros(self.input_shape)
+            try:
+                self.program = torch.export.export(self.module.eval(), (example,))
+            except Exception as error:
+                raise AdvisorError(f"torch.export cannot trace {self.label}: {_one_line(error)}") from None
+        return self.program
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    if not re.fullmatch(r"\s*\d+(\s*x\s*\d+){1,4}\s*", text or ""):
+        raise AdvisorError(f"malformed input shape {text!r}: expected e.g. 1x3x224x224")
+    shape = tuple(int(part) for part in text.split("x"))
+    if min(shape) < 1:
+        raise AdvisorError(f"input shape {text!r} has a zero dimension")
+    return shape
+
+
+def load_model(spec: str, input_shape: str | None = None) -> LoadedModel:
+    spec = (spec or "").strip()
+    shape = parse_input_shape(input_shape) if input_shape else None
+    if spec in BUILTIN_NETWORKS:
+        network = BUILTIN_NETWORKS[spec]
+        torch.manual_seed(0)  # the same weights every time: results are comparable
+        return LoadedModel(spec, shape or network.input_shape, network.factory().eval())
+    if spec.endswith(".pt2"):
+        return _load_exported(spec, shape)
+    if ".py:" in spec:
+        return _load_factory(spec, shape)
+    known = ", ".join(BUILTIN_NETWORKS)
+    raise AdvisorError(f"unknown model {spec!r}: use one of {known}, path/file.py:factory or a .pt2 file")
+
+
+def _load_exported(spec: str, shape: tuple[int, ...] | None) -> LoadedModel:
+    path = Path(spec)
+    if not path.is_file():
+        raise AdvisorError(f"model file {spec} does not exist")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as error:
+        raise AdvisorError(f"{spec} is not a loadable torch.export program: {_one_line(error)}") from None
+    user_inputs = [
+        node for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs
+    ]
+    if len(user_inputs) != 1:
+        raise AdvisorError(f"{spec} takes {len(user_inputs)} inputs; advisor handles one image input")
+    saved_shape = tuple(int(d) for d in user_inputs[0].meta["val"].shape)
+    if shape is not None and shape != saved_shape:
+        raise AdvisorError(f"{spec} was exported for input {saved_shape}, not {shape}")
+    return LoadedModel(str(path), saved_shape, None, program)
+
+
+def _load_factory(spec: str, shape: tuple[int, ...] | None) -> LoadedModel:
+    file_name, _, factory_name = spec.rpartition(":")
+    path = Path(file_name)
+    if not path.is_file():
+        raise AdvisorError(f"model file {file_name} does not exist")
+    if shape is None:
+        raise AdvisorError(f"--input is required for {spec} (e.g. --input 1x3x224x224)")
+    module_name = f"advisor_user_model_{abs(hash(str(path.resolve())))}"
+    try:
+        loader = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[module_name] = module
+        loader.loader.exec_module(module)
+    except Exception as error:
+        raise AdvisorError(f"cannot import {file_name}: {_one_line(error)}") from None
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise AdvisorError(f"{file_name} has no function {factory_name!r}")
+    torch.manual_seed(0)
+    try:
+        network = factory()
+    except Exception as error:
+        raise AdvisorError(f"{spec}() raised: {_one_line(error)}") from None
+    if not isinstance(network, nn.Module):
+        raise AdvisorError(f"{spec}() returned {type(network).__name__}, not a torch.nn.Module")
+    return LoadedModel(spec, shape, network.eval())
+
+
+def _one_line(error: Exception) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]

@@ -1,0 +1,59 @@
+"""Steps in a latency curve: traps (a larger count runs faster) and hardware-friendly counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NOISE = 0.03  # relative difference below which two latencies count as equal
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    channels: int
+    median_ms: float
+    p25_ms: float
+    p75_ms: float
+
+
+@dataclass(frozen=True)
+class Trap:
+    channels: int
+    median_ms: float
+    faster_channels: int  # the larger count that runs fastest
+    faster_ms: float
+
+    @property
+    def cost_ms(self) -> float:
+        return self.median_ms - self.faster_ms
+
+    @property
+    def slowdown(self) -> float:
+        return self.median_ms / self.faster_ms
+
+
+def _clearly_slower(slow: CurvePoint, fast: CurvePoint, noise: float) -> bool:
+    return slow.median_ms > fast.median_ms * (1 + noise) and slow.p25_ms > fast.p75_ms
+
+
+def find_traps(points: list[CurvePoint], noise: float = NOISE) -> list[Trap]:
+    """Counts slower than some larger count, beyond noise and beyond both spreads."""
+    ordered = sorted(points, key=lambda p: p.channels)
+    traps = []
+    for index, point in enumerate(ordered):
+        larger = ordered[index + 1:]
+        if not larger:
+            continue
+        fastest = min(larger, key=lambda p: p.median_ms)
+        if _clearly_slower(point, fastest, noise):
+            traps.append(Trap(point.channels, point.median_ms, fastest.channels, fastest.median_ms))
+    return traps
+
+
+def friendly_counts(points: list[CurvePoint], noise: float = NOISE) -> list[int]:
+    """Counts that no larger count matches in speed: the top of each step."""
+    ordered = sorted(points, key=lambda p: p.channels)
+    friendly = []
+    for index, point in enumerate(ordered):
+        if all(other.median_ms > point.median_ms * (1 + noise) for other in ordered[index + 1:]):
+            friendly.append(point.channels)
+    return friendly

@@ -1,0 +1,99 @@
+"""Compilation targets: parse what the user wrote, name it, and say whether it can run here."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+
+from advisor.errors import AdvisorError
+
+KNOWN_KINDS = ("llvm", "cuda", "opencl")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A TVM target as JSON (what TVM takes) plus the name the user gave it."""
+
+    name: str  # as the user wrote it, e.g. "llvm", "cuda", "nvidia/nvidia-h100"
+    config: str  # JSON dict or tag accepted by tvm.target.Target
+    kind: str
+
+    def tvm_target(self):
+        import tvm
+
+        try:
+            return tvm.target.Target(_as_target_arg(self.config))
+        except Exception as error:  # TVM raises many types here
+            raise AdvisorError(f"TVM refuses target {self.name!r}: {_first_line(error)}") from None
+
+    @property
+    def slug(self) -> str:
+        """A directory name for this target's tuned schedules."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-")
+
+    def device(self):
+        import tvm
+
+        return {"llvm": tvm.cpu, "cuda": tvm.cuda, "opencl": tvm.opencl}[self.kind](0)
+
+    def can_run_here(self) -> bool:
+        return bool(self.device().exist)
+
+
+def _as_target_arg(config: str):
+    return json.loads(config) if config.lstrip().startswith("{") else config
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__
+
+
+def host_llvm_config(threads: int | None = None) -> dict:
+    """LLVM for this machine's CPU: without mcpu LLVM emits generic x86-64 (no AVX)."""
+    from tvm.target import codegen
+
+    return {
+        "kind": "llvm",
+        "mcpu": codegen.llvm_get_system_cpu(),
+        "num-cores": threads or os.cpu_count() or 1,
+    }
+
+
+def parse_target(text: str, threads: int | None = None) -> TargetSpec:
+    """Accept `llvm`, `cuda`, `opencl`, a TVM tag, or a JSON dict; reject anything else."""
+    text = (text or "").strip()
+    if not text:
+        raise AdvisorError("empty target: use llvm, cuda, opencl, a TVM tag or a JSON dict")
+    if text == "llvm":
+        return TargetSpec("llvm", json.dumps(host_llvm_config(threads)), "llvm")
+    if text in ("cuda", "opencl"):
+        return TargetSpec(text, json.dumps({"kind": text}), text)
+    if text.startswith("{"):
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise AdvisorError(f"target JSON does not parse: {error}") from None
+        kind = config.get("kind") if isinstance(config, dict) else None
+        if kind not in KNOWN_KINDS:
+            raise AdvisorError(f"unknown target kind {kind!r}: use one of {', '.join(KNOWN_KINDS)}")
+        spec = TargetSpec(_json_name(config), json.dumps(config, sort_keys=True), kind)
+        spec.tvm_target()
+        return spec
+    if "/" in text:  # a TVM tag such as nvidia/nvidia-h100
+        spec = TargetSpec(text, text, "")
+        kind = str(spec.tvm_target().kind.name)
+        if kind not in KNOWN_KINDS:
+            raise AdvisorError(f"target {text!r} is of kind {kind!r}, which advisor does not support")
+        return TargetSpec(text, text, kind)
+    raise AdvisorError(
+        f"unknown target {text!r}: use llvm, cuda, opencl, a TVM tag (nvidia/nvidia-h100) "
+        "or a JSON dict"
+    )
+
+
+def _json_name(config: dict) -> str:
+    extras = [f"{key}={config[key]}" for key in sorted(config) if key in ("mcpu", "arch", "device")]
+    return "-".join([config["kind"], *extras])
