@@ -200,5 +200,4 @@ def main() -> None:
         sys.exit(130)
 
 
-if __name__ == "__main__":
-    main()
+# Command modules: each registers its commands on `app` when imported.

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ADVISOR = [sys.executable, "-m", "advisor.cli"]
+ADVISOR = [sys.executable, "-m", "advisor"]
 
 
 @pytest.fixture
