@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 
-from advisor.steps import CurvePoint, find_traps
+from advisor.steps import CurvePoint, find_traps, friendly_counts
 
 SERIES = ["model", "input_shape", "layer", "backend", "target", "dtype", "trials", "threads"]
 
@@ -21,7 +20,9 @@ def series_label(key: dict) -> str:
     return f"{key['backend']} on {key['target']} ({key['dtype']}, {key['threads']} threads{tuned})"
 
 
-def latency_figure(frame: pd.DataFrame, title: str) -> go.Figure:
+def latency_figure(frame: pd.DataFrame, title: str) -> "go.Figure":
+    import plotly.graph_objects as go  # only pages need plotly: boards sweep without it
+
     ok = frame[frame.status == "ok"].sort_values("channels")
     figure = go.Figure()
     for values, rows in ok.groupby(SERIES, sort=True):
@@ -36,6 +37,13 @@ def latency_figure(frame: pd.DataFrame, title: str) -> go.Figure:
             customdata=rows[["p25_ms", "p75_ms", "widened"]],
             hovertemplate="%{x} channels: %{y:.4f} ms (IQR %{customdata[0]:.4f}-%{customdata[1]:.4f})"
                           "<extra>" + label + "</extra>",
+        ))
+        friendly = set(friendly_counts(curve(rows)))
+        chosen = rows[rows.channels.isin(friendly)]
+        figure.add_trace(go.Scatter(
+            x=chosen.channels, y=chosen.median_ms, mode="markers", name=f"hardware-friendly: {label}",
+            marker={"symbol": "triangle-up", "size": 11, "color": "green"},
+            hovertemplate="%{x} channels: every larger count is slower<extra></extra>",
         ))
         traps = find_traps(curve(rows))
         if traps:

@@ -57,3 +57,17 @@ def friendly_counts(points: list[CurvePoint], noise: float = NOISE) -> list[int]
         if all(other.median_ms > point.median_ms * (1 + noise) for other in ordered[index + 1:]):
             friendly.append(point.channels)
     return friendly
+
+
+def step_report(points: list[CurvePoint], noise: float = NOISE) -> dict:
+    """Friendly counts and traps (with what each costs) as plain data, for JSON export."""
+    ordered = sorted(points, key=lambda p: p.channels)
+    by_count = {p.channels: p for p in ordered}
+    return {
+        "channels": [p.channels for p in ordered],
+        "friendly": [{"channels": c, "median_ms": by_count[c].median_ms} for c in friendly_counts(ordered, noise)],
+        "traps": [{"channels": t.channels, "median_ms": t.median_ms, "use_instead": t.faster_channels,
+                   "use_instead_ms": t.faster_ms, "cost_ms": t.cost_ms, "slowdown": t.slowdown}
+                  for t in find_traps(ordered, noise)],
+        "noise": noise,
+    }

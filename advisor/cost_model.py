@@ -1,0 +1,188 @@
+"""An XGBoost model of layer latency, per backend and target, saved with its data's provenance.
+
+The prediction is a log-log baseline (latency against FLOPs and bytes moved, least squares)
+times a correction learned by gradient-boosted trees from the alignment features: the baseline
+interpolates smoothly between measured counts, the trees learn the steps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from advisor.errors import AdvisorError
+from advisor.features import baseline_design, feature_frame
+from advisor.steps import CurvePoint, find_traps
+
+FORMAT = "advisor-cost-model"
+WITHIN = 0.10  # a prediction counts as right within 10% of the measured value
+# What the model learns: the fastest sample by default. Each sample already averages >= 20 ms of
+# calls; on a shared machine the median still carries other processes' load, the minimum less so.
+STATISTICS = {"min": "min_ms", "median": "median_ms"}
+SERIES = ["model", "input_shape", "layer", "backend", "target", "dtype", "trials", "threads"]
+_PARAMS = {"objective": "reg:squarederror", "max_depth": 4, "eta": 0.08, "min_child_weight": 1.0,
+           "lambda": 1.0, "nthread": 1}
+
+
+@dataclass
+class CostModel:
+    backend: str
+    target: str
+    baseline: list[float]
+    boosters: list  # xgboost.Booster, one per ensemble member
+    provenance: dict = field(default_factory=dict)
+    statistic: str = "min"  # which measured column it predicts: min_ms or median_ms
+
+    @property
+    def column(self) -> str:
+        return STATISTICS[self.statistic]
+
+    def predict(self, rows: pd.DataFrame) -> np.ndarray:
+        return self.predict_spread(rows)[0]
+
+    def predict_spread(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Mean prediction (ms) and the ensemble's relative spread (0 for a single model)."""
+        import xgboost as xgb
+
+        if len(rows) == 0:
+            return np.zeros(0), np.zeros(0)
+        base = baseline_design(rows) @ np.asarray(self.baseline)
+        matrix = xgb.DMatrix(feature_frame(rows))
+        logs = np.stack([booster.predict(matrix) for booster in self.boosters]) + base
+        predictions = np.exp(logs)
+        mean = predictions.mean(axis=0)
+        return mean, predictions.std(axis=0) / mean
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {"format": FORMAT, "backend": self.backend, "target": self.target, "statistic": self.statistic,
+                    "baseline": self.baseline, "provenance": self.provenance,
+                    "boosters": [booster.save_raw("json").decode() for booster in self.boosters]}
+        path.write_text(json.dumps(document))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CostModel":
+        import xgboost as xgb
+
+        path = Path(path)
+        if not path.is_file():
+            raise AdvisorError(f"cost model {path} does not exist: run `advisor fit` first")
+        try:
+            document = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise AdvisorError(f"{path} is not an advisor cost model (not JSON)") from None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise AdvisorError(f"{path} is not an advisor cost model")
+        boosters = []
+        for raw in document["boosters"]:
+            booster = xgb.Booster()
+            booster.load_model(bytearray(raw.encode()))
+            boosters.append(booster)
+        return cls(document["backend"], document["target"], document["baseline"], boosters,
+                   document.get("provenance", {}), document.get("statistic", "median"))
+
+
+def usable(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[(frame.status == "ok") & frame.median_ms.notna() & (frame.median_ms > 0) & (frame.min_ms > 0)]
+
+
+def fit(frame: pd.DataFrame, *, members: int = 1, seed: int = 0, rounds: int = 300,
+        source: str = "", statistic: str = "min") -> CostModel:
+    """Fit on measured rows of one backend and target (members > 1: a bootstrap ensemble)."""
+    import xgboost as xgb
+
+    if statistic not in STATISTICS:
+        raise AdvisorError(f"unknown statistic {statistic!r}: use {' or '.join(STATISTICS)}")
+    rows = usable(frame).reset_index(drop=True)
+    pairs = rows[["backend", "target"]].drop_duplicates()
+    if len(pairs) != 1:
+        raise AdvisorError(f"a cost model covers one backend and target; these rows have {len(pairs)}")
+    if len(rows) < 3:
+        raise AdvisorError(f"too few measured points to fit a model ({len(rows)}; need at least 3)")
+    design = baseline_design(rows)
+    target = np.log(rows[STATISTICS[statistic]].to_numpy())
+    ridge = 1e-6 * np.eye(design.shape[1])
+    baseline = np.linalg.solve(design.T @ design + ridge, design.T @ target)
+    residual = target - design @ baseline
+    features = feature_frame(rows)
+    generator = np.random.default_rng(seed)
+    boosters = []
+    for member in range(members):
+        index = np.arange(len(rows)) if members == 1 else generator.integers(0, len(rows), len(rows))
+        matrix = xgb.DMatrix(features.iloc[index], label=residual[index])
+        boosters.append(xgb.train({**_PARAMS, "seed": seed + member}, matrix, num_boost_round=rounds))
+    return CostModel(str(pairs.backend.iloc[0]), str(pairs.target.iloc[0]), baseline.tolist(), boosters,
+                     _provenance(rows, source), statistic)
+
+
+def _provenance(rows: pd.DataFrame, source: str) -> dict:
+    ids = ",".join(f"{r.model}/{r.layer}/{r.channels}/{r.trials}/{r.measured_at}" for r in rows.itertuples())
+    versions = {column: sorted(rows[column].dropna().astype(str).unique().tolist())
+                for column in ("tvm_version", "torch_version", "cpu_model", "device", "hostname")
+                if column in rows}
+    return {"source": source, "points": len(rows), "rows_sha256": hashlib.sha256(ids.encode()).hexdigest(),
+            "models": sorted(rows.model.unique().tolist()), "layers": sorted(rows.layer.unique().tolist()),
+            "trials": sorted(int(t) for t in rows.trials.unique()),
+            "measured_from": str(rows.measured_at.min()), "measured_to": str(rows.measured_at.max()),
+            "fitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **versions}
+
+
+@dataclass
+class Evaluation:
+    train_points: int
+    test_points: int
+    within_10pct: float  # share of held-out predictions within 10% of measured
+    mean_abs_pct_error: float
+    step_points: int  # held-out points at a step (a trap or the larger count that beats it)
+    step_within_10pct: float | None
+    step_mean_abs_pct_error: float | None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def step_positions(frame: pd.DataFrame) -> set[tuple]:
+    """(series..., channels) of every trap and of the larger count that runs faster than it."""
+    positions = set()
+    for values, rows in usable(frame).groupby(SERIES, sort=False):
+        curve = [CurvePoint(int(r.channels), r.median_ms, r.p25_ms, r.p75_ms) for r in rows.itertuples()]
+        for trap in find_traps(curve):
+            positions |= {(*values, trap.channels), (*values, trap.faster_channels)}
+    return positions
+
+
+def score(model: CostModel, test: pd.DataFrame, steps: set[tuple]) -> Evaluation:
+    test = usable(test)
+    errors = np.abs(model.predict(test) / test[model.column].to_numpy() - 1)
+    at_step = np.array([(*(getattr(r, c) for c in SERIES), r.channels) in steps for r in test.itertuples()],
+                       dtype=bool)
+    step_errors = errors[at_step]
+    return Evaluation(0, len(test), float((errors <= WITHIN).mean()), float(errors.mean() * 100),
+                      int(at_step.sum()),
+                      float((step_errors <= WITHIN).mean()) if len(step_errors) else None,
+                      float(step_errors.mean() * 100) if len(step_errors) else None)
+
+
+def evaluate(frame: pd.DataFrame, *, test_share: float = 0.2, seed: int = 0, members: int = 1,
+             statistic: str = "min") -> Evaluation:
+    """Fit on a random (1 - test_share) of the points and score on the rest."""
+    rows = usable(frame).reset_index(drop=True)
+    if not 0 < test_share < 1:
+        raise AdvisorError(f"--test-share must be between 0 and 1, not {test_share}")
+    order = np.random.default_rng(seed).permutation(len(rows))
+    cut = int(round(len(rows) * test_share))
+    if cut < 1 or len(rows) - cut < 3:
+        raise AdvisorError(f"too few measured points ({len(rows)}) to hold some out and still fit")
+    test, train = rows.iloc[order[:cut]], rows.iloc[order[cut:]]
+    model = fit(train, members=members, seed=seed, statistic=statistic)
+    result = score(model, test, step_positions(rows))
+    result.train_points = len(train)
+    return result

@@ -1,0 +1,68 @@
+"""Features a latency model learns from: geometry, work, memory traffic, and channel alignment.
+
+Alignment features (residues and divisibility of the channel counts, padding waste up to the
+next tile) let a tree model see why 192 channels can run faster than 193.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from advisor.layers import ConvLayer
+
+GEOMETRY = ["batch", "in_channels", "in_h", "in_w", "out_h", "out_w", "kernel_h", "kernel_w",
+            "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w", "groups", "channels"]
+TILES = (4, 8, 16, 32, 64)
+BYTES_PER_ELEMENT = 4  # float32
+
+
+def layer_geometry(layer: ConvLayer) -> dict:
+    """The geometry columns of one layer variant, as the results database stores them."""
+    (out_h, out_w) = layer.output_hw()
+    n, c, h, w = layer.input_shape
+    return {"batch": n, "in_channels": c, "in_h": h, "in_w": w, "out_h": out_h, "out_w": out_w,
+            "kernel_h": layer.kernel[0], "kernel_w": layer.kernel[1], "stride_h": layer.stride[0],
+            "stride_w": layer.stride[1], "pad_h": layer.padding[0], "pad_w": layer.padding[1],
+            "dilation_h": layer.dilation[0], "dilation_w": layer.dilation[1], "groups": layer.groups,
+            "channels": layer.out_channels, "flops": layer.flops()}
+
+
+def bytes_moved(frame: pd.DataFrame) -> pd.Series:
+    """Input, weights and output read or written once."""
+    inputs = frame.batch * frame.in_channels * frame.in_h * frame.in_w
+    weights = frame.channels * (frame.in_channels // frame.groups) * frame.kernel_h * frame.kernel_w
+    outputs = frame.batch * frame.channels * frame.out_h * frame.out_w
+    return (inputs + weights + outputs) * BYTES_PER_ELEMENT
+
+
+def feature_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """One feature row per input row (the database's geometry columns, or layer_geometry dicts)."""
+    missing = [c for c in GEOMETRY + ["flops"] if c not in rows.columns]
+    if missing:
+        raise ValueError(f"rows lack geometry columns {missing}")
+    frame = rows[GEOMETRY + ["flops"]].astype("float64").reset_index(drop=True)
+    features = frame[GEOMETRY].copy()
+    moved = bytes_moved(frame)
+    features["log_flops"] = np.log(frame.flops.clip(lower=1))
+    features["log_bytes"] = np.log(moved)
+    features["intensity"] = frame.flops / moved
+    features["out_pixels"] = frame.out_h * frame.out_w * frame.batch
+    features["in_per_group"] = frame.in_channels / frame.groups
+    for name, counts in (("out", frame.channels), ("in", frame.in_channels)):
+        for tile in TILES:
+            residue = counts % tile
+            features[f"{name}_mod{tile}"] = residue
+            features[f"{name}_div{tile}"] = (residue == 0).astype(float)
+            # share of a padded tile's work wasted on channels that do not exist
+            padded = np.ceil(counts / tile) * tile
+            features[f"{name}_waste{tile}"] = (padded - counts) / padded
+            features[f"{name}_tiles{tile}"] = np.ceil(counts / tile)
+    return features
+
+
+def baseline_design(rows: pd.DataFrame) -> np.ndarray:
+    """Columns of the log-log baseline that the trees correct: 1, log FLOPs, log bytes."""
+    frame = rows[GEOMETRY + ["flops"]].astype("float64")
+    return np.column_stack([np.ones(len(frame)), np.log(frame.flops.clip(lower=1)).to_numpy(),
+                            np.log(bytes_moved(frame)).to_numpy()])

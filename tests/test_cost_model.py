@@ -1,0 +1,103 @@
+"""Cost model: features, fit/evaluate on real PyTorch measurements, save/load, steps export."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from advisor.cost_model import CostModel, evaluate, fit
+from advisor.errors import AdvisorError
+from advisor.features import feature_frame, layer_geometry
+from advisor.layers import conv_layers, find_layer
+from advisor.model_source import load_model
+from advisor.steps import CurvePoint, step_report
+from advisor.store import ResultStore
+from advisor.sweep import SweepPlan, run_sweep
+from advisor.targets import parse_target
+from advisor.timing import TimingPolicy
+from conftest import run_advisor
+
+
+def _tiny_layer():
+    loaded = load_model("tinynet")
+    return loaded, find_layer(conv_layers(loaded), "conv4")
+
+
+def test_features_see_alignment():
+    _, layer = _tiny_layer()
+    frame = pd.DataFrame([layer_geometry(layer.with_out_channels(c)) for c in (192, 193)])
+    features = feature_frame(frame)
+    assert features.loc[0, "out_div16"] == 1 and features.loc[1, "out_div16"] == 0
+    assert features.loc[1, "out_mod16"] == 1 and features.loc[1, "out_waste16"] > 0
+    assert features.loc[1, "log_flops"] > features.loc[0, "log_flops"]
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """A real PyTorch sweep of a tiny layer, every count from 4 to 64."""
+    path = tmp_path_factory.mktemp("cm") / "r.db"
+    loaded, layer = _tiny_layer()
+    plan = SweepPlan(loaded.label, loaded.input_shape, layer, list(range(4, 65)), "torch", parse_target("llvm", 1),
+                     0, 1, policy=TimingPolicy(repeats=5, min_sample_ms=5))
+    with ResultStore(path) as store:
+        run_sweep(plan, store, show_progress=False)
+        frame = store.frame()
+    return path, frame
+
+
+def test_fit_predicts_and_reports_held_out_accuracy(measured):
+    _, frame = measured
+    assert (frame.status == "ok").sum() == 61
+    result = evaluate(frame, test_share=0.25, seed=1)
+    assert result.test_points == 15 and result.train_points == 46
+    assert 0 <= result.within_10pct <= 1 and result.mean_abs_pct_error >= 0
+    model = fit(frame)
+    predicted = model.predict(frame)
+    assert predicted.shape == (61,) and np.all(predicted > 0)
+    # trained on these points, the model must reproduce the curve's scale
+    assert np.median(np.abs(predicted / frame.median_ms.to_numpy() - 1)) < 0.25
+
+
+def test_model_round_trips_with_provenance(measured, tmp_path):
+    path, frame = measured
+    model = fit(frame, members=3, source=str(path))
+    saved = model.save(tmp_path / "m.json")
+    loaded = CostModel.load(saved)
+    assert np.allclose(loaded.predict(frame), model.predict(frame), rtol=1e-5)
+    assert loaded.provenance["points"] == 61 and loaded.provenance["source"] == str(path)
+    assert loaded.provenance["layers"] == ["conv4"] and len(loaded.provenance["rows_sha256"]) == 64
+    mean, spread = loaded.predict_spread(frame)
+    assert spread.shape == mean.shape and np.all(spread >= 0)
+
+
+def test_bad_model_files_and_too_little_data(tmp_path, measured):
+    (tmp_path / "x.json").write_text("not json")
+    with pytest.raises(AdvisorError, match="not an advisor cost model"):
+        CostModel.load(tmp_path / "x.json")
+    with pytest.raises(AdvisorError, match="does not exist"):
+        CostModel.load(tmp_path / "missing.json")
+    with pytest.raises(AdvisorError, match="too few"):
+        fit(measured[1].head(2))
+
+
+def test_step_report_finds_traps_and_friendly_counts():
+    points = [CurvePoint(c, ms, ms * 0.99, ms * 1.01) for c, ms in [(32, 1.0), (33, 2.0), (48, 1.5), (64, 2.5)]]
+    report = step_report(points)
+    assert [t["channels"] for t in report["traps"]] == [33]
+    assert report["traps"][0]["use_instead"] == 48 and report["traps"][0]["cost_ms"] == pytest.approx(0.5)
+    assert [f["channels"] for f in report["friendly"]] == [32, 48, 64]
+
+
+def test_cli_fit_and_steps(measured, tmp_path):
+    path, _ = measured
+    result = run_advisor("fit", "--db", path, "--output", tmp_path / "models", cwd=tmp_path, check=True)
+    assert "within 10%" in result.stdout and (tmp_path / "models" / "cost_torch_llvm.json").is_file()
+    saved = json.loads((tmp_path / "models" / "cost_torch_llvm.json").read_text())
+    assert saved["provenance"]["held_out"]["test_points"] == 12
+    result = run_advisor("steps", "--db", path, "--output", tmp_path / "steps.json", cwd=tmp_path, check=True)
+    steps = json.loads((tmp_path / "steps.json").read_text())
+    assert steps["format"] == "advisor-steps" and steps["series"][0]["layer"] == "conv4"
+    assert steps["series"][0]["friendly"] and steps["series"][0]["channels"] == list(range(4, 65))
+    bad = run_advisor("fit", "--db", tmp_path / "none.db", cwd=tmp_path)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr

@@ -1,0 +1,76 @@
+"""recommend: Torch-Pruning units, surgery, planning and the CLI, on tinynet with real measurements."""
+
+import json
+
+import pytest
+import torch
+
+from advisor.errors import AdvisorError
+from advisor.model_source import load_model
+from advisor.network_latency import torch_network_latency
+from advisor.pruning import parameters, prune_to, pruning_units, uniform_at_parameters
+from advisor.recommend import Setup, parse_budget, recommend
+from advisor.store import ResultStore
+from advisor.targets import parse_target
+from advisor.timing import TimingPolicy
+from conftest import run_advisor
+
+
+@pytest.mark.parametrize("text", ["abc", "", "-5", "0", "nan", "inf", "20ms"])
+def test_malformed_budget(text):
+    with pytest.raises(AdvisorError, match="budget"):
+        parse_budget(text)
+
+
+def test_units_respect_residual_and_depthwise_dependencies():
+    loaded = load_model("tinynet")
+    example = torch.randn(loaded.input_shape)
+    units = {u.name: u for u in pruning_units(loaded.module, example)}
+    # conv1's channels feed the depthwise conv2 and the residual add: one unit
+    stem = next(u for u in units.values() if "conv1" in u.out_convs)
+    assert "conv2" in stem.out_convs and "conv3" in stem.in_convs and stem.channels == 16
+    counts = {stem.name: 9}
+    pruned = prune_to(loaded.module, example, list(units.values()), counts)
+    assert pruned.conv1.out_channels == 9 and pruned.conv2.groups == 9 and pruned.conv3.in_channels == 9
+    assert pruned(example).shape == (1, 10)
+    # the most important channels are the ones kept
+    kept = stem.keep(9)
+    assert torch.equal(pruned.conv1.weight, loaded.module.conv1.weight[kept])
+    uniform, ratio = uniform_at_parameters(loaded.module, example, list(units.values()), parameters(pruned))
+    assert 0 < ratio < 1 and abs(parameters(uniform) - parameters(pruned)) / parameters(pruned) < 0.15
+
+
+def test_recommend_meets_a_reachable_budget(tmp_path):
+    loaded = load_model("tinynet", "1x3x32x32")  # 32x32: the convolutions, not call overhead, dominate
+    policy = TimingPolicy(repeats=5, min_sample_ms=5)
+    example = torch.randn(loaded.input_shape)
+    unpruned = torch_network_latency(loaded.module, example, policy).median_ms
+    setup = Setup(loaded, "torch", parse_target("llvm", 1), 0, 1, str(tmp_path / "t"), policy, samples=4)
+    with ResultStore(tmp_path / "r.db") as store:
+        result = recommend(setup, store, budget_ms=unpruned * 0.8)
+        stored = store.frame()
+    assert result.plan.met and result.plan.predicted_ms <= unpruned * 0.8
+    assert len(stored) == result.fit_points and set(stored.backend) == {"torch"}
+    assert result.recommended_ms > 0 and result.uniform_ms > 0
+    counts = result.plan.counts
+    assert any(counts[u.name] < u.channels for u in result.units)
+    assert parameters(result.pruned) == result.parameters["recommended"] < result.parameters["unpruned"]
+    plan = result.to_dict(setup)
+    assert plan["budget_ms"] == pytest.approx(unpruned * 0.8)
+    assert {u["root"]: u["keep"] for u in plan["units"]} == counts
+
+
+def test_cli_recommend_errors_and_outputs(tmp_path):
+    bad = run_advisor("recommend", "--model", "tinynet", "--budget-ms", "twenty", cwd=tmp_path)
+    assert bad.returncode == 2 and "malformed budget 'twenty'" in bad.stderr
+    impossible = run_advisor("recommend", "--model", "tinynet", "--budget-ms", "0.0001", "--threads", "1",
+                             "--samples", "4", "--repeats", "3", cwd=tmp_path)
+    assert impossible.returncode == 2 and "cannot be met" in impossible.stderr
+    assert "fastest plan found" in impossible.stderr
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert plan["budget_met_predicted"] is False and plan["measured_ms"] is None
+    reachable = run_advisor("recommend", "--model", "tinynet", "--budget-ms", "1000", "--threads", "1",
+                            "--samples", "4", "--repeats", "3", cwd=tmp_path, check=True)
+    assert "recommended / uniform latency" in reachable.stdout
+    program = torch.export.load(str(tmp_path / "out" / "pruned.pt2"))
+    assert program.module()(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
