@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import torch
 from torch import nn
 
 from advisor.errors import AdvisorError
+from advisor.user_code import load_user_function
 from advisor.networks import BUILTIN_NETWORKS
 
 
@@ -77,23 +76,11 @@ def _load_exported(spec: str, shape: tuple[int, ...] | None) -> LoadedModel:
 
 
 def _load_factory(spec: str, shape: tuple[int, ...] | None) -> LoadedModel:
-    file_name, _, factory_name = spec.rpartition(":")
-    path = Path(file_name)
-    if not path.is_file():
-        raise AdvisorError(f"model file {file_name} does not exist")
+    if not Path(spec.rpartition(":")[0]).is_file():
+        raise AdvisorError(f"model file {spec.rpartition(':')[0]} does not exist")
     if shape is None:
         raise AdvisorError(f"--input is required for {spec} (e.g. --input 1x3x224x224)")
-    module_name = f"advisor_user_model_{abs(hash(str(path.resolve())))}"
-    try:
-        loader = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[module_name] = module
-        loader.loader.exec_module(module)
-    except Exception as error:
-        raise AdvisorError(f"cannot import {file_name}: {_one_line(error)}") from None
-    factory = getattr(module, factory_name, None)
-    if not callable(factory):
-        raise AdvisorError(f"{file_name} has no function {factory_name!r}")
+    factory = load_user_function(spec, "--model")
     torch.manual_seed(0)
     try:
         network = factory()

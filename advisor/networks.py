@@ -34,13 +34,13 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    def __init__(self, num_classes: int = 1000, cifar: bool = False, width: int = 64) -> None:
+    def __init__(self, num_classes: int = 1000, cifar: bool = False, width: int = 64, in_channels: int = 3) -> None:
         super().__init__()
         if cifar:
-            self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
             self.maxpool = nn.Identity()
         else:
-            self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
             self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)

@@ -54,6 +54,11 @@ class ResultStore:
     def __exit__(self, *_exc) -> None:
         self.close()
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open, checked connection, for modules that keep their own tables in this file."""
+        return self._connection
+
     def measured_keys(self, **fixed) -> set[tuple]:
         """Keys of points already measured successfully (optionally filtered by column)."""
         where, values = _where(fixed, status="ok")
