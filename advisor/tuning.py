@@ -25,6 +25,9 @@ class TuningOutcome:
     reused: bool  # every task already had its trials: nothing was tuned
 
 
+_OPEN_DATABASES: dict[Path, object] = {}
+
+
 class ScheduleCache:
     """The MetaSchedule JSON database of one target."""
 
@@ -33,14 +36,18 @@ class ScheduleCache:
         self.target = target
 
     def open(self):
+        """The database, parsed once per process (a few seconds each time for a grown one)."""
         from tvm.s_tir import meta_schedule as ms
 
-        self.directory.mkdir(parents=True, exist_ok=True)
-        return ms.database.JSONDatabase(
-            path_workload=str(self.directory / "database_workload.json"),
-            path_tuning_record=str(self.directory / "database_tuning_record.json"),
-            module_equality="structural",
-        )
+        key = self.directory.resolve()
+        if key not in _OPEN_DATABASES:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _OPEN_DATABASES[key] = ms.database.JSONDatabase(
+                path_workload=str(self.directory / "database_workload.json"),
+                path_tuning_record=str(self.directory / "database_tuning_record.json"),
+                module_equality="structural",
+            )
+        return _OPEN_DATABASES[key]
 
     def exists(self) -> bool:
         return (self.directory / "database_tuning_record.json").is_file()
@@ -54,8 +61,12 @@ def _records_held(database, task_mod) -> int:
 
 
 def tune(mod, cache: ScheduleCache, trials: int, *, cost_model: str = "xgb",
-         builder_timeout_s: float = 60.0, seed: int = 0) -> TuningOutcome:
-    """Tune every task of a Relax module (after the zero pipeline) to `trials` records each."""
+         builder_timeout_s: float = 60.0, seed: int = 0, runner=None) -> TuningOutcome:
+    """Tune every task of a Relax module (after the zero pipeline) to `trials` records each.
+
+    `runner` measures the candidates: MetaSchedule's LocalRunner by default, or an RPCRunner
+    (advisor.rpc) that runs them on a board.
+    """
     import_tensor_intrinsics()
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
@@ -86,7 +97,7 @@ def tune(mod, cache: ScheduleCache, trials: int, *, cost_model: str = "xgb",
         builder=ms.builder.LocalBuilder(
             max_workers=os.cpu_count(), timeout_sec=builder_timeout_s, initializer=builder_worker_init
         ),
-        runner=ms.runner.LocalRunner(),
+        runner=runner or ms.runner.LocalRunner(),
         database=database,
         cost_model=cost_model,
     )
@@ -106,8 +117,16 @@ def compile_tuned(mod, cache: ScheduleCache):
             with cache.open():
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
         if cache.target.kind != "llvm":
-            # GPU kernels need thread bindings: dlight schedules whatever tuning did not cover
-            from tvm.s_tir import dlight
-
-            mod = dlight.ApplyDefaultSchedule(dlight.gpu.Fallback())(mod)
+            mod = default_gpu_schedules()(mod)
         return tvm.compile(mod, target=target)
+
+
+def default_gpu_schedules():
+    """dlight's GPU rules, most specific first: they schedule whatever tuning did not cover
+    (GPU kernels need thread bindings), and alone they are the untuned (`--trials 0`) baseline."""
+    from tvm.s_tir import dlight
+
+    return dlight.ApplyDefaultSchedule(
+        dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(), dlight.gpu.GeneralReduction(),
+        dlight.gpu.Transpose(), dlight.gpu.Fallback(),
+    )
