@@ -18,6 +18,7 @@ demo: setup
 	$(ADVISOR) sweep --model resnet18-cifar --layer conv3 --channels 32..256
 	$(ADVISOR) sweep --model resnet18-cifar --layer conv3 --channels 32..256 --backend torch
 	$(ADVISOR) plot --layer conv3 --output out/conv3.html
+	$(ADVISOR) recommend --model resnet18-cifar --input 1x3x64x64 --budget-ms 20 --threads 1
 
 test: setup
 	$(PY) -m pytest -q -x

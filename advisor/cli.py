@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from advisor.errors import AdvisorError
@@ -68,13 +69,25 @@ def sweep(
     tuning_dir: Path = typer.Option(Path("tuning_logs"), "--tuning-dir", help="Tuned-schedule cache."),
     cost_model: str = typer.Option("xgb", "--cost-model", help="MetaSchedule cost model: xgb or random."),
     repeats: int = typer.Option(15, "--repeats", help="Timing samples per point."),
+    strategy: str = typer.Option("exhaustive", "--strategy", "-s",
+                                 help="exhaustive (every count) or active (few counts, fitted; range step 1)."),
+    accuracy: float = typer.Option(0.95, "--accuracy",
+                                   help="active: stop when this share is predicted within 10% (cross-validated)."),
+    max_points: Optional[int] = typer.Option(None, "--max-points", help="active: measure at most this many."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 or float16 (weights, input and output)."),
+    rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure and tune on a TVM RPC server HOST:PORT."),
+    tracker: Optional[str] = typer.Option(None, "--tracker", help="TVM RPC tracker HOST:PORT (with --key)."),
+    key: Optional[str] = typer.Option(None, "--key", help="Device key of the tracker's board pool."),
 ) -> None:
-    """Measure a layer's latency at each channel count; resumable, one row per point."""
+    """Measure a layer's latency at each channel count; resumable, one row per point.
+
+    With --strategy active a range without a step means every count (step 1), but only the counts
+    the model needs are measured."""
     from advisor.channels import parse_channels
     from advisor.layers import conv_layers, find_layer
     from advisor.model_source import load_model
     from advisor.store import ResultStore
-    from advisor.sweep import BACKENDS, SweepPlan, run_sweep
+    from advisor.sweep import BACKENDS, SweepPlan, SweepSummary, run_sweep
     from advisor.targets import parse_target
     from advisor.timing import TimingPolicy
 
@@ -86,12 +99,28 @@ def sweep(
         raise AdvisorError("--repeats must be at least 2 (a spread needs two samples)")
     if cost_model not in ("xgb", "random"):
         raise AdvisorError(f"unknown cost model {cost_model!r}: use xgb or random")
-    counts = parse_channels(channels)
+    if strategy not in ("exhaustive", "active"):
+        raise AdvisorError(f"unknown strategy {strategy!r}: use exhaustive or active")
+    if not 0 < accuracy <= 1:
+        raise AdvisorError(f"--accuracy must be a share between 0 and 1, not {accuracy}")
+    if max_points is not None and max_points < 4:
+        raise AdvisorError("--max-points must be at least 4 (a model needs points to fit)")
+    counts = parse_channels(channels, default_step=1 if strategy == "active" else 32)
     thread_count = _threads(threads)
     spec = parse_target(target, thread_count)
     if backend == "torch" and spec.kind == "opencl":
         raise AdvisorError("PyTorch has no OpenCL backend: use --backend tvm for opencl")
-    if not spec.can_run_here():
+    from advisor.backends import DTYPES
+    from advisor.rpc import Remote
+
+    if dtype not in DTYPES:
+        raise AdvisorError(f"unknown dtype {dtype!r}: use {' or '.join(DTYPES)}")
+    remote = Remote.from_options(rpc, tracker, key)
+    if remote is not None:
+        if backend != "tvm":
+            raise AdvisorError("--rpc/--tracker measure TVM-compiled layers: use --backend tvm")
+        remote.check()
+    elif not spec.can_run_here():
         raise AdvisorError(f"target {spec.name} has no device on this machine; measure there with "
                            "`advisor bundle` + `advisor measure`, or over RPC")
     with ResultStore(db) as store:  # opened first: a bad database fails before any work
@@ -100,13 +129,26 @@ def sweep(
         for count in counts:
             chosen.with_out_channels(count)  # reject impossible counts before measuring any
         plan = SweepPlan(loaded.label, loaded.input_shape, chosen, counts, backend, spec, trials, thread_count,
-                         str(tuning_dir), cost_model, policy=TimingPolicy(repeats=repeats))
-        summary = run_sweep(plan, store)
+                         str(tuning_dir), cost_model, dtype=dtype, remote=remote,
+                         policy=TimingPolicy(repeats=repeats))
+        if strategy == "active":
+            from advisor.active import run_active_sweep
+
+            outcome = run_active_sweep(plan, store, accuracy=accuracy, max_points=max_points)
+            summary = SweepSummary(measured=outcome.newly_measured, failed=outcome.failed)
+            summary.skipped = [c for c in outcome.measured if c not in outcome.newly_measured]
+        else:
+            summary = run_sweep(plan, store)
         frame = store.frame(model=loaded.label, layer=chosen.name, backend=backend, target=spec.name)
     shown = frame[frame.channels.isin(counts)]
     _print_table(shown[shown.trials == plan.fixed_columns()["trials"]])
     err.print(f"{len(summary.measured)} measured, {len(summary.skipped)} reused from {db}, "
               f"{len(summary.failed)} failed")
+    if strategy == "active":
+        state = "reached" if outcome.reached else "NOT reached (point limit or range exhausted)"
+        err.print(f"active: {len(outcome.measured)} of {len(counts)} counts measured in {outcome.seconds:.1f} s; "
+                  f"cross-validated share within 10%: {outcome.cv_within:.0%} (asked {accuracy:.0%}, {state}); "
+                  f"largest ensemble spread on unmeasured counts {outcome.max_spread:.1%}")
     if summary.failed:
         raise typer.Exit(1)
 
@@ -193,7 +235,7 @@ def main() -> None:
     try:
         app()
     except AdvisorError as error:
-        err.print(f"[red]error:[/red] {error}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: every finished point is saved; run the same command to resume")
@@ -201,3 +243,6 @@ def main() -> None:
 
 
 # Command modules: each registers its commands on `app` when imported.
+from advisor import cli_model  # noqa: E402,F401
+from advisor import cli_device  # noqa: E402,F401
+from advisor import cli_pareto  # noqa: E402,F401

@@ -34,6 +34,7 @@ class SweepPlan:
     tuning_root: str = "tuning_logs"
     cost_model: str = "xgb"
     dtype: str = "float32"
+    remote: object = None  # advisor.rpc.Remote: measure (and tune) on a board over TVM's RPC
     policy: TimingPolicy = field(default_factory=TimingPolicy)
 
     def key(self, channels: int) -> tuple:
@@ -73,8 +74,9 @@ def geometry_columns(layer: ConvLayer, original_channels: int) -> dict:
 def measure_point(plan: SweepPlan, variant: ConvLayer) -> dict:
     if plan.backend == "tvm":
         cache = ScheduleCache(plan.tuning_root, plan.target)
-        return measure_tvm(variant, plan.target, plan.trials, cache, plan.policy, plan.cost_model)
-    return measure_torch(variant, "cuda" if plan.target.kind == "cuda" else "cpu", plan.policy)
+        return measure_tvm(variant, plan.target, plan.trials, cache, plan.policy, plan.cost_model, plan.dtype,
+                           remote=plan.remote)
+    return measure_torch(variant, "cuda" if plan.target.kind == "cuda" else "cpu", plan.policy, plan.dtype)
 
 
 def run_sweep(plan: SweepPlan, store: ResultStore, show_progress: bool = True) -> SweepSummary:
@@ -108,4 +110,13 @@ def run_sweep(plan: SweepPlan, store: ResultStore, show_progress: bool = True) -
                     stderr.print(traceback.format_exc(limit=3), markup=False)
             store.save(row)
             progress.advance(task)
+            if show_progress and not stderr.is_terminal:  # no live bar in a log: a line per point
+                _log_point(row, progress.tasks[0])
     return summary
+
+
+def _log_point(row: dict, task) -> None:
+    result = f"{row['median_ms']:.4f} ms" if row["status"] == "ok" else "failed"
+    left = f", about {task.time_remaining / 60:.1f} min left" if task.time_remaining else ""
+    stderr.print(f"{row['layer']} {row['backend']}/{row['target']} c={row['channels']}: {result} "
+                 f"({task.completed:.0f}/{task.total:.0f} done{left})", soft_wrap=True, highlight=False)
