@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ADVISOR := $(VENV)/bin/advisor
 
-.PHONY: setup demo test bench
+.PHONY: setup system-packages demo test bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -12,7 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# A real sweep (TVM-tuned, then PyTorch) of ResNet-18's conv3 on this CPU, and its plot.
+# A real sweep (TVM-tuned, then PyTorch) of ResNet-18's conv3 on this CPU, its plot, and a
+# recommendation: ResNet-18 pruned to a 20 ms budget, measured beside uniform pruning.
 demo: setup
 	$(ADVISOR) layers --model resnet18-cifar
 	$(ADVISOR) sweep --model resnet18-cifar --layer conv3 --channels 32..256
@@ -20,7 +21,10 @@ demo: setup
 	$(ADVISOR) plot --layer conv3 --output out/conv3.html
 	$(ADVISOR) recommend --model resnet18-cifar --input 1x3x64x64 --budget-ms 20 --threads 1
 
-test: setup
+system-packages:
+	bash scripts/system-packages.sh
+
+test: setup system-packages
 	$(PY) -m pytest -q -x
 
 bench: setup
