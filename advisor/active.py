@@ -1,5 +1,10 @@
 """Active sweep: measure a few counts, fit, then measure where the model is least sure or
-predicts a step, until cross-validated accuracy reaches the stated level.
+predicts a step, until the model has settled.
+
+Settled: for two rounds running, the model predicted the counts it chose to measure (its least
+sure ones) within 10% before measuring them, and at least the asked share of its predictions
+over the whole range moved by less than 5% when those measurements came in. Suspect points
+(traps, or far above the model) get a second opinion from a fresh process each round.
 
 Each round measures through sweep.run_sweep, so points land in the same database, resume the
 same way, and reuse the same schedule cache as an exhaustive sweep.
@@ -16,12 +21,14 @@ from rich.console import Console
 
 from advisor.cost_model import WITHIN, CostModel, fit, usable
 from advisor.errors import AdvisorError
+from advisor.second_opinion import FreshProcess, can_confirm, confirm
 from advisor.store import ResultStore
-from advisor.sweep import SweepPlan, SweepSummary, geometry_columns, run_sweep
+from advisor.sweep import SweepPlan, SweepSummary, geometry_columns, run_sweep, series_frame
 
 stderr = Console(stderr=True)
 STEP = 0.06  # predicted jump between neighbouring counts that counts as a step
-SURE = 0.04  # ensemble spread (relative) below which the model is sure enough
+MOVED = 0.05  # a prediction that changes less than this between rounds has settled
+SETTLED_ROUNDS = 2  # rounds in a row that must look settled before stopping
 
 
 @dataclass
@@ -30,16 +37,11 @@ class ActiveOutcome:
     newly_measured: list[int]
     cv_within: float  # cross-validated share within 10%, on the measured points
     max_spread: float  # largest ensemble spread over the counts not measured
-    reached: bool  # the accuracy was reached (else: the point limit or the range ran out)
+    reached: bool  # the model settled (else: the point limit or the range ran out)
     seconds: float
     model: CostModel
     failed: dict[int, str] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
-
-
-def series_rows(plan: SweepPlan, store: ResultStore) -> pd.DataFrame:
-    rows = usable(store.frame(**plan.fixed_columns()))
-    return rows[rows.channels.isin(plan.channels)]
 
 
 def cross_validated_within(rows: pd.DataFrame, folds: int = 5, seed: int = 0) -> float:
@@ -102,54 +104,75 @@ def initial_counts(counts: list[int], how_many: int) -> list[int]:
     return picks
 
 
-def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0.95, initial: int = 8,
-                     batch: int = 4, max_points: int | None = None, patience: int = 4,
-                     show_progress: bool = True) -> ActiveOutcome:
-    """Measure until the cross-validated accuracy is reached, it has not improved for `patience`
-    rounds (noise-limited), the range is exhausted, or max_points are measured."""
+def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0.95, initial: int = 12,
+                     batch: int = 2, max_points: int | None = None, min_points: int | None = None,
+                     show_progress: bool = True, second_opinions: bool = True) -> ActiveOutcome:
+    """Measure until the model has settled (see the module's docstring), the range is exhausted,
+    or max_points are measured. min_points (default a tenth of the range) guards against a model
+    that settles on too few points."""
     if not 0 < accuracy <= 1:
         raise AdvisorError(f"--accuracy must be a share between 0 and 1, not {accuracy}")
     if initial < 3 or batch < 1:
         raise AdvisorError("an active sweep needs at least 3 initial counts and 1 per round")
     limit = min(max_points or len(plan.channels), len(plan.channels))
+    floor = min(limit, min_points if min_points is not None else max(initial + 2 * batch, len(plan.channels) // 10))
     started = time.perf_counter()
     summary = SweepSummary()
     newly: list[int] = []
     history: list[dict] = []
+    counts = sorted(plan.channels)
+    candidates = candidate_frame(plan, counts)
+    confirming = second_opinions and can_confirm(plan)
+    fresh = FreshProcess(plan.threads)
 
-    def measure(counts: list[int]) -> None:
-        result = run_sweep(replace(plan, channels=counts), store, show_progress=show_progress)
+    def measure(todo: list[int], prior: dict[int, float] | None = None) -> None:
+        """Measure, then second opinions on this round's suspects: traps, and points well above
+        what the last model predicted for them (the initial round: a k-fold fit)."""
+        result = run_sweep(replace(plan, channels=todo), store, show_progress=show_progress)
         newly.extend(result.measured)
         summary.failed.update(result.failed)
+        if confirming:
+            confirm(plan, store, show_progress=show_progress, process=fresh, prior=prior)
 
-    measured = set(series_rows(plan, store).channels.astype(int))
-    if len(measured) < initial:
-        measure(sorted([c for c in initial_counts(plan.channels, initial) if c not in measured][:limit]))
-    while True:
-        rows = series_rows(plan, store)
-        measured = set(rows.channels.astype(int))
-        if len(rows) < 4:
-            raise AdvisorError(f"only {len(rows)} counts measured successfully; cannot fit a model "
-                               f"(failures: {summary.failed})")
-        within = cross_validated_within(rows)
-        model = fit(rows, members=5, seed=len(rows))
-        todo = [c for c in plan.channels if c not in measured and c not in summary.failed]
-        picks, spread = pick_next(replace(plan, channels=[c for c in plan.channels if c not in summary.failed]),
-                                  model, measured, batch) if todo else ([], 0.0)
-        history.append({"measured": len(measured), "cv_within_10pct": within, "max_spread": spread,
-                        "seconds": time.perf_counter() - started})
-        if show_progress:
-            stderr.print(f"active: {len(measured)} counts measured, cross-validated within 10%: {within:.0%}, "
-                         f"largest spread {spread:.1%}")
-        reached = within >= accuracy and spread <= SURE
-        # a cross-validation on very few points is optimistic: rounds below twice the initial
-        # count are no baseline for "no gain"
-        best_before = max((h["cv_within_10pct"] for h in history[:-patience] if h["measured"] >= 2 * initial),
-                          default=None)
-        stalled = best_before is not None and max(h["cv_within_10pct"] for h in history[-patience:]) <= best_before
-        if stalled and show_progress:
-            stderr.print(f"active: no gain in accuracy over {patience} rounds: the measurements' noise limits it")
-        if reached or stalled or not picks or len(measured) >= limit:
-            return ActiveOutcome(sorted(measured), sorted(newly), within, spread, reached,
-                                 time.perf_counter() - started, fit(rows, seed=0), summary.failed, history)
-        measure(picks[:limit - len(measured)])
+    try:
+        measured = set(series_frame(plan, store).channels.astype(int))
+        if len(measured) < initial:
+            measure(sorted([c for c in initial_counts(counts, initial) if c not in measured][:limit]))
+        previous = None  # the last round's predictions over the whole range
+        picks: list[int] = []
+        while True:
+            rows = series_frame(plan, store)
+            measured = set(rows.channels.astype(int))
+            if len(rows) < 4:
+                raise AdvisorError(f"only {len(rows)} counts measured successfully; cannot fit a model "
+                                   f"(failures: {summary.failed})")
+            model = fit(rows, seed=0)
+            predicted = model.predict(candidates)
+            moved = stayed = picked_right = None
+            if previous is not None:
+                stayed = float((np.abs(predicted / previous - 1) <= MOVED).mean())
+                measured_ms = rows.set_index("channels")[model.column]
+                hits = [abs(previous[counts.index(c)] / measured_ms[c] - 1) <= WITHIN for c in picks if c in measured_ms]
+                picked_right = float(np.mean(hits)) if hits else None
+            settled_now = stayed is not None and stayed >= accuracy and picked_right == 1.0
+            history.append({"measured": len(measured), "unchanged_share": stayed, "picks_within_10pct": picked_right,
+                            "settled": settled_now, "seconds": time.perf_counter() - started})
+            if show_progress:
+                shown = "-" if stayed is None else f"{stayed:.0%}"
+                right = "-" if picked_right is None else f"{picked_right:.0%}"
+                stderr.print(f"active: {len(measured)} counts measured; predictions unchanged (within 5%): {shown}; "
+                             f"last picks predicted within 10%: {right}")
+            reached = (len(history) >= SETTLED_ROUNDS and all(h["settled"] for h in history[-SETTLED_ROUNDS:])
+                       and len(measured) >= floor)
+            todo = [c for c in counts if c not in measured and c not in summary.failed]
+            ensemble = fit(rows, members=5, seed=len(rows))
+            picks, spread = pick_next(replace(plan, channels=[c for c in counts if c not in summary.failed]),
+                                      ensemble, measured, batch) if todo else ([], 0.0)
+            if reached or not picks or len(measured) >= limit:
+                return ActiveOutcome(sorted(measured), sorted(newly), cross_validated_within(rows), spread, reached,
+                                     time.perf_counter() - started, model, summary.failed, history)
+            previous = predicted
+            picks = picks[:limit - len(measured)]
+            measure(picks, prior={c: float(predicted[counts.index(c)]) for c in picks})
+    finally:
+        fresh.close()

@@ -72,8 +72,10 @@ def sweep(
     strategy: str = typer.Option("exhaustive", "--strategy", "-s",
                                  help="exhaustive (every count) or active (few counts, fitted; range step 1)."),
     accuracy: float = typer.Option(0.95, "--accuracy",
-                                   help="active: stop when this share is predicted within 10% (cross-validated)."),
+                                   help="active: stop when this share of predictions has settled (moves < 5%)."),
     max_points: Optional[int] = typer.Option(None, "--max-points", help="active: measure at most this many."),
+    second_opinion: bool = typer.Option(True, "--second-opinion/--no-second-opinion",
+                                        help="Measure traps and outliers again in a fresh process."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or float16 (weights, input and output)."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure and tune on a TVM RPC server HOST:PORT."),
     tracker: Optional[str] = typer.Option(None, "--tracker", help="TVM RPC tracker HOST:PORT (with --key)."),
@@ -134,21 +136,26 @@ def sweep(
         if strategy == "active":
             from advisor.active import run_active_sweep
 
-            outcome = run_active_sweep(plan, store, accuracy=accuracy, max_points=max_points)
+            outcome = run_active_sweep(plan, store, accuracy=accuracy, max_points=max_points,
+                                       second_opinions=second_opinion)
             summary = SweepSummary(measured=outcome.newly_measured, failed=outcome.failed)
             summary.skipped = [c for c in outcome.measured if c not in outcome.newly_measured]
         else:
             summary = run_sweep(plan, store)
+            if second_opinion:
+                from advisor.second_opinion import confirm
+
+                confirm(plan, store)
         frame = store.frame(model=loaded.label, layer=chosen.name, backend=backend, target=spec.name)
     shown = frame[frame.channels.isin(counts)]
     _print_table(shown[shown.trials == plan.fixed_columns()["trials"]])
     err.print(f"{len(summary.measured)} measured, {len(summary.skipped)} reused from {db}, "
               f"{len(summary.failed)} failed")
     if strategy == "active":
-        state = "reached" if outcome.reached else "NOT reached (point limit or range exhausted)"
+        state = "settled" if outcome.reached else "NOT settled (point limit or range exhausted)"
         err.print(f"active: {len(outcome.measured)} of {len(counts)} counts measured in {outcome.seconds:.1f} s; "
-                  f"cross-validated share within 10%: {outcome.cv_within:.0%} (asked {accuracy:.0%}, {state}); "
-                  f"largest ensemble spread on unmeasured counts {outcome.max_spread:.1%}")
+                  f"model {state} at {accuracy:.0%}; cross-validated share within 10% on the measured counts: "
+                  f"{outcome.cv_within:.0%}")
     if summary.failed:
         raise typer.Exit(1)
 

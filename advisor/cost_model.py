@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from advisor.errors import AdvisorError
-from advisor.features import baseline_design, feature_frame
+from advisor.features import BASELINE_TILES, baseline_design, feature_frame
 from advisor.steps import CurvePoint, find_traps
 
 FORMAT = "advisor-cost-model"
@@ -38,6 +38,7 @@ class CostModel:
     boosters: list  # xgboost.Booster, one per ensemble member
     provenance: dict = field(default_factory=dict)
     statistic: str = "min"  # which measured column it predicts: min_ms or median_ms
+    tile: int = 1  # the baseline pads output channels to multiples of this
 
     @property
     def column(self) -> str:
@@ -52,8 +53,8 @@ class CostModel:
 
         if len(rows) == 0:
             return np.zeros(0), np.zeros(0)
-        base = baseline_design(rows) @ np.asarray(self.baseline)
-        matrix = xgb.DMatrix(feature_frame(rows))
+        base = baseline_design(rows, self.tile) @ np.asarray(self.baseline)
+        matrix = xgb.DMatrix(feature_frame(rows).to_numpy())
         logs = np.stack([booster.predict(matrix) for booster in self.boosters]) + base
         predictions = np.exp(logs)
         mean = predictions.mean(axis=0)
@@ -63,7 +64,7 @@ class CostModel:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         document = {"format": FORMAT, "backend": self.backend, "target": self.target, "statistic": self.statistic,
-                    "baseline": self.baseline, "provenance": self.provenance,
+                    "tile": self.tile, "baseline": self.baseline, "provenance": self.provenance,
                     "boosters": [booster.save_raw("json").decode() for booster in self.boosters]}
         path.write_text(json.dumps(document))
         return path
@@ -87,7 +88,7 @@ class CostModel:
             booster.load_model(bytearray(raw.encode()))
             boosters.append(booster)
         return cls(document["backend"], document["target"], document["baseline"], boosters,
-                   document.get("provenance", {}), document.get("statistic", "median"))
+                   document.get("provenance", {}), document.get("statistic", "median"), document.get("tile", 1))
 
 
 def usable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -107,20 +108,37 @@ def fit(frame: pd.DataFrame, *, members: int = 1, seed: int = 0, rounds: int = 3
         raise AdvisorError(f"a cost model covers one backend and target; these rows have {len(pairs)}")
     if len(rows) < 3:
         raise AdvisorError(f"too few measured points to fit a model ({len(rows)}; need at least 3)")
-    design = baseline_design(rows)
     target = np.log(rows[STATISTICS[statistic]].to_numpy())
-    ridge = 1e-6 * np.eye(design.shape[1])
-    baseline = np.linalg.solve(design.T @ design + ridge, design.T @ target)
-    residual = target - design @ baseline
+    tile, baseline = fit_baseline(rows, target)
+    residual = target - baseline_design(rows, tile) @ baseline
     features = feature_frame(rows)
     generator = np.random.default_rng(seed)
     boosters = []
     for member in range(members):
         index = np.arange(len(rows)) if members == 1 else generator.integers(0, len(rows), len(rows))
-        matrix = xgb.DMatrix(features.iloc[index], label=residual[index])
+        # plain arrays: with feature names xgboost re-checks them on every boosting round (slow)
+        matrix = xgb.DMatrix(features.to_numpy()[index], label=residual[index])
         boosters.append(xgb.train({**_PARAMS, "seed": seed + member}, matrix, num_boost_round=rounds))
     return CostModel(str(pairs.backend.iloc[0]), str(pairs.target.iloc[0]), baseline.tolist(), boosters,
-                     _provenance(rows, source), statistic)
+                     _provenance(rows, source), statistic, tile)
+
+
+def fit_baseline(rows: pd.DataFrame, log_latency: np.ndarray) -> tuple[int, np.ndarray]:
+    """Robust (least absolute deviation) baseline with the channel tile that fits best: a kernel
+    computing whole tiles of 16 channels makes latency a staircase of period 16. Absolute, not
+    squared, error: a few counts where the library switches kernels must not pick the tile."""
+    best = None
+    for tile in BASELINE_TILES:
+        design = baseline_design(rows, tile)
+        weights = np.ones(len(rows))
+        for _ in range(6):  # iteratively reweighted least squares towards least absolute deviation
+            coefficients = np.linalg.lstsq(design * weights[:, None], log_latency * weights, rcond=None)[0]
+            residual = log_latency - design @ coefficients
+            weights = 1 / np.sqrt(np.maximum(np.abs(residual), 0.01))
+        error = float(np.median(np.abs(residual)))
+        if best is None or error < best[0]:
+            best = (error, tile, coefficients)
+    return best[1], best[2]
 
 
 def _provenance(rows: pd.DataFrame, source: str) -> dict:

@@ -14,6 +14,8 @@ from advisor.layers import ConvLayer
 GEOMETRY = ["batch", "in_channels", "in_h", "in_w", "out_h", "out_w", "kernel_h", "kernel_w",
             "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w", "groups", "channels"]
 TILES = (4, 8, 16, 32, 64)
+BASELINE_TILES = (1, 4, 8, 16, 32)  # channel tiles the baseline may pad to (1: no padding)
+BLOCKINGS = (4, 6, 8)  # register blockings: how many tiles a kernel can process together
 BYTES_PER_ELEMENT = 4  # float32
 
 
@@ -58,11 +60,25 @@ def feature_frame(rows: pd.DataFrame) -> pd.DataFrame:
             padded = np.ceil(counts / tile) * tile
             features[f"{name}_waste{tile}"] = (padded - counts) / padded
             features[f"{name}_tiles{tile}"] = np.ceil(counts / tile)
+            # kernels block several tiles together; a prime number of tiles leaves only blocks of 1
+            for limit in BLOCKINGS:
+                features[f"{name}_tiles{tile}_div_le{limit}"] = largest_divisor(np.ceil(counts / tile), limit)
     return features
 
 
-def baseline_design(rows: pd.DataFrame) -> np.ndarray:
-    """Columns of the log-log baseline that the trees correct: 1, log FLOPs, log bytes."""
+def largest_divisor(values: pd.Series, limit: int) -> np.ndarray:
+    """Largest divisor of each value that is at most `limit`."""
+    values = values.to_numpy().astype(int)
+    best = np.ones(len(values))
+    for divisor in range(2, limit + 1):
+        best = np.where(values % divisor == 0, divisor, best)
+    return best
+
+
+def baseline_design(rows: pd.DataFrame, tile: int = 1) -> np.ndarray:
+    """Columns of the log-log baseline that the trees correct: 1, log FLOPs (with the output
+    channels padded up to a multiple of `tile`, as a kernel that computes whole tiles does), log bytes."""
     frame = rows[GEOMETRY + ["flops"]].astype("float64")
-    return np.column_stack([np.ones(len(frame)), np.log(frame.flops.clip(lower=1)).to_numpy(),
+    padded = np.ceil(frame.channels / tile) * tile / frame.channels
+    return np.column_stack([np.ones(len(frame)), np.log((frame.flops * padded).clip(lower=1)).to_numpy(),
                             np.log(bytes_moved(frame)).to_numpy()])

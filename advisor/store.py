@@ -33,6 +33,8 @@ _COLUMNS = {
     "median_ms": "REAL", "mean_ms": "REAL", "std_ms": "REAL", "min_ms": "REAL", "max_ms": "REAL",
     "p25_ms": "REAL", "p75_ms": "REAL", "repeats": "INTEGER", "number": "INTEGER",
     "max_abs_err": "REAL", "trials_run": "INTEGER", "tuning_seconds": "REAL", "schedules_reused": "INTEGER",
+    # processes that measured the point (a suspect gets a second opinion; the faster run is kept)
+    "runs": "INTEGER DEFAULT 1", "slower_run_ms": "REAL",
     "cpu_model": "TEXT", "device": "TEXT", "hostname": "TEXT", "tvm_version": "TEXT", "torch_version": "TEXT",
     "measured_at": "TEXT NOT NULL",
 }
@@ -114,6 +116,7 @@ def _open_checked(path: Path) -> sqlite3.Connection:
         if not tables:
             _create(connection)
         _check_meta(connection, path)
+        _add_missing_columns(connection)
         problem = connection.execute("PRAGMA quick_check").fetchone()[0]
         if problem != "ok":
             raise AdvisorError(f"{path} is corrupt ({problem}); copy out what you can with sqlite3 .recover")
@@ -130,6 +133,15 @@ def _create(connection: sqlite3.Connection) -> None:
                                [("format", FORMAT), ("schema_version", str(SCHEMA_VERSION))])
         connection.execute(f"CREATE TABLE points (\n  id INTEGER PRIMARY KEY,\n  {columns},\n"
                            f"  UNIQUE ({', '.join(KEY_COLUMNS)}))")
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    """Columns added since a database was created (older rows read as NULL or the default)."""
+    present = {row[1] for row in connection.execute("PRAGMA table_info(points)")}
+    with connection:
+        for name, kind in _COLUMNS.items():
+            if name not in present:
+                connection.execute(f"ALTER TABLE points ADD COLUMN {name} {kind.replace(' NOT NULL', '')}")
 
 
 def _check_meta(connection: sqlite3.Connection, path: Path) -> None:

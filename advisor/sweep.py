@@ -57,6 +57,14 @@ class SweepSummary:
     failed: dict[int, str] = field(default_factory=dict)
 
 
+def series_frame(plan: SweepPlan, store: ResultStore) -> "pd.DataFrame":
+    """The stored successful points of this plan's series, at the plan's counts."""
+    from advisor.cost_model import usable
+
+    rows = usable(store.frame(**plan.fixed_columns()))
+    return rows[rows.channels.isin(plan.channels)]
+
+
 def geometry_columns(layer: ConvLayer, original_channels: int) -> dict:
     (out_h, out_w) = layer.output_hw()
     n, c, h, w = layer.input_shape

@@ -1,0 +1,164 @@
+"""Second opinions: a point that looks wrong is measured again in a fresh process.
+
+On this 2-core CPU a layer shape sometimes runs 20-130% slower for the whole life of one
+process (seen with PyTorch's oneDNN kernels: the same count, rebuilt and re-timed in that
+process, stays slow; in any other process it is fast). Repeating samples cannot remove that,
+another process can. A suspect is a trap (slower than some larger count: exactly what a
+pruning advice rests on) or a point well above what a model of the other points predicts.
+Each suspect is measured in a new process and the faster run is kept; the row records both.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from advisor.cost_model import fit, usable
+from advisor.steps import CurvePoint, find_traps
+from advisor.store import ResultStore
+
+stderr = Console(stderr=True)
+TIMING_COLUMNS = {"median_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p25_ms", "p75_ms", "repeats", "number",
+                  "max_abs_err"}
+ABOVE = 0.10  # a point this far above the cross-validated prediction is a suspect
+
+
+@dataclass
+class Confirmation:
+    suspects: list[int] = field(default_factory=list)
+    changed: dict[int, tuple[float, float]] = field(default_factory=dict)  # count: (first, kept) min ms
+    seconds: float = 0.0
+
+
+def can_confirm(plan) -> bool:
+    """A second process helps where this process measures; a board's RPC server is its own process."""
+    return plan.remote is None
+
+
+def suspects(rows: pd.DataFrame, folds: int = 5, prior: dict[int, float] | None = None) -> list[int]:
+    """Counts of one series that are traps or sit above a model fitted without them: `prior`
+    (count: predicted ms, from a model that had not seen them) or else a k-fold fit."""
+    rows = usable(rows).sort_values("channels").reset_index(drop=True)
+    curve = [CurvePoint(int(r.channels), r.min_ms, r.min_ms, r.min_ms) for r in rows.itertuples()]
+    found = {trap.channels for trap in find_traps(curve)}
+    if prior is not None:
+        measured = rows.set_index("channels").min_ms
+        found |= {c for c, ms in prior.items() if c in measured and measured[c] > ms * (1 + ABOVE)}
+    elif len(rows) >= 8:
+        predicted = np.zeros(len(rows))
+        order = np.random.default_rng(0).permutation(len(rows))
+        for fold in range(folds):
+            test = order[fold::folds]
+            model = fit(rows.drop(index=test), rounds=150)
+            predicted[test] = model.predict(rows.iloc[test])
+        found |= set(rows.channels[rows.min_ms.to_numpy() > predicted * (1 + ABOVE)].astype(int))
+    already = set(rows.channels[rows.runs.fillna(1) >= 2].astype(int)) if "runs" in rows else set()
+    return sorted(found - already)
+
+
+def _worker_init(threads: int) -> None:
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _measure_elsewhere(plan, count: int) -> dict:
+    from advisor import tuning
+    from advisor.sweep import measure_point
+
+    tuning._OPEN_DATABASES.clear()  # schedules tuned since this process began must be seen
+    return measure_point(plan, plan.layer.with_out_channels(count))
+
+
+class FreshProcess:
+    """One spawned process (nothing of this one's state), started on first use, reused after:
+    its own first measurement of each shape is what makes it a second opinion."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._pool: ProcessPoolExecutor | None = None
+
+    def measure(self, plan, count: int) -> dict:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_worker_init,
+                                             initargs=(self.threads,))
+        try:
+            return self._pool.submit(_measure_elsewhere, replace(plan, channels=[count]), count).result()
+        except BrokenProcessPool:
+            self.close()  # the next suspect gets a new process
+            raise
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> "FreshProcess":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+def _plain(value):
+    """A value SQLite can bind: numpy scalars as Python ones, NaN as NULL."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return None if isinstance(value, float) and np.isnan(value) else value
+
+
+def confirm(plan, store: ResultStore, counts: list[int] | None = None, show_progress: bool = True,
+            process: FreshProcess | None = None, prior: dict[int, float] | None = None) -> Confirmation:
+    """Give the suspects among `counts` (default: the plan's) a second run in a fresh process
+    (`process`, or one started for this call)."""
+    import time
+
+    from advisor.sweep import series_frame
+
+    started = time.perf_counter()
+    outcome = Confirmation()
+    if not can_confirm(plan):
+        return outcome
+    rows = series_frame(plan, store)
+    wanted = set(plan.channels if counts is None else counts)
+    outcome.suspects = [c for c in suspects(rows, prior=prior) if c in wanted]
+    if not outcome.suspects:
+        return outcome
+    if show_progress:
+        stderr.print(f"second opinion: measuring {len(outcome.suspects)} suspect counts again in a fresh process")
+    first = rows.set_index("channels")
+    own = process is None
+    process = process or FreshProcess(plan.threads)
+    try:
+        for count in outcome.suspects:
+            try:
+                again = process.measure(plan, count)
+            except Exception as error:  # the first run stands
+                stderr.print(f"second opinion on c={count} failed: {str(error).strip()[-200:]}")
+                continue
+            old = first.loc[count]
+            row = {column: old[column] for column in first.columns if column not in ("id",)} | {"channels": count}
+            if again["min_ms"] < old.min_ms:  # the timing is the fresh run's; how it was tuned is not new
+                row |= {k: v for k, v in again.items() if k in TIMING_COLUMNS} | {"slower_run_ms": float(old.min_ms)}
+                outcome.changed[count] = (float(old.min_ms), float(again["min_ms"]))
+            else:
+                row |= {"slower_run_ms": float(again["min_ms"])}
+            row |= {"runs": 2, "measured_at": None}
+            store.save({key: _plain(value) for key, value in row.items()})
+    finally:
+        if own:
+            process.close()
+    outcome.seconds = time.perf_counter() - started
+    if show_progress and outcome.changed:
+        moved = ", ".join(f"{c}: {a:.3f}->{b:.3f} ms" for c, (a, b) in list(outcome.changed.items())[:8])
+        stderr.print(f"second opinion: {len(outcome.changed)} of {len(outcome.suspects)} were faster elsewhere "
+                     f"({moved})")
+    return outcome
