@@ -12,12 +12,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# A real sweep (TVM-tuned, then PyTorch) of ResNet-18's conv3 on this CPU, its plot, and a
-# recommendation: ResNet-18 pruned to a 20 ms budget, measured beside uniform pruning.
+# A real sweep (TVM-tuned, then PyTorch) of ResNet-18's conv3 on this CPU, an active sweep of
+# every count 32..256 (PyTorch), the plot, and a recommendation: ResNet-18 pruned to a 20 ms
+# budget, measured beside uniform pruning.
 demo: setup
 	$(ADVISOR) layers --model resnet18-cifar
 	$(ADVISOR) sweep --model resnet18-cifar --layer conv3 --channels 32..256
 	$(ADVISOR) sweep --model resnet18-cifar --layer conv3 --channels 32..256 --backend torch
+	mkdir -p out
+	$(ADVISOR) sweep --model resnet18-cifar --layer conv3 --channels 32..256 --backend torch --threads 1 --strategy active --db out/active.db
 	$(ADVISOR) plot --layer conv3 --output out/conv3.html
 	$(ADVISOR) recommend --model resnet18-cifar --input 1x3x64x64 --budget-ms 20 --threads 1
 

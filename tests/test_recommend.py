@@ -60,6 +60,29 @@ def test_recommend_meets_a_reachable_budget(tmp_path):
     assert {u["root"]: u["keep"] for u in plan["units"]} == counts
 
 
+def test_recommend_compiles_and_measures_the_pruned_network_with_tvm(tmp_path):
+    """The TVM path end to end, untuned (--trials 0) to stay short: layers and whole networks are
+    compiled by TVM, and the pruned network's output still matches PyTorch's."""
+    from advisor.network_latency import tvm_network_latency
+    from advisor.tuning import ScheduleCache
+
+    loaded = load_model("tinynet", "1x3x32x32")
+    policy = TimingPolicy(repeats=3, min_sample_ms=5)
+    target = parse_target("llvm", 1)
+    cache = ScheduleCache(tmp_path / "t", target)
+    example = torch.randn(loaded.input_shape)
+    unpruned, _outcome, _error = tvm_network_latency(loaded.module.eval(), example, target, cache, 0, policy)
+    setup = Setup(loaded, "tvm", target, 0, 1, str(tmp_path / "t"), policy, samples=3)
+    with ResultStore(tmp_path / "r.db") as store:
+        result = recommend(setup, store, budget_ms=unpruned.median_ms * 0.75)
+        stored = store.frame()
+    assert set(stored.backend) == {"tvm"} and (stored.max_abs_err <= 1e-3).all()
+    assert result.plan.met and result.recommended_ms > 0 and result.uniform_ms > 0
+    assert parameters(result.pruned) < result.parameters["unpruned"]
+    _timing, _outcome, error = tvm_network_latency(result.pruned, example, target, cache, 0, policy)
+    assert error <= 1e-3
+
+
 def test_cli_recommend_errors_and_outputs(tmp_path):
     bad = run_advisor("recommend", "--model", "tinynet", "--budget-ms", "twenty", cwd=tmp_path)
     assert bad.returncode == 2 and "malformed budget 'twenty'" in bad.stderr

@@ -1,0 +1,96 @@
+"""Transfer of tuned schedules between neighbouring channel counts (real MetaSchedule tuning)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from advisor.backends import TOLERANCE, build_layer, compile_layer, reference_output
+from advisor.layers import ConvLayer
+from advisor.relax_import import to_relax
+from advisor.runtime_measure import first_output
+from advisor.targets import parse_target
+from advisor.transfer import changed_size, nearest_tiling, shape_signature
+from advisor.tuning import ScheduleCache, tune
+
+TINY = ConvLayer("tiny", "tiny", (1, 8, 8, 8), 8, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1, False)
+TRIALS = 4
+
+
+@pytest.fixture(scope="module")
+def target():
+    return parse_target("llvm", 2)
+
+
+def _tune_source(root, target, trials: int = TRIALS):
+    """A tuning directory holding the tiny conv at 16 channels, tuned with an empty database."""
+    conv, x = build_layer(TINY)
+    outcome = tune(to_relax(conv, x)[0], ScheduleCache(root, target), trials)
+    assert outcome.transferred == 0 and outcome.transferred_from == () and outcome.trials_run == trials
+    return ScheduleCache(root, target)
+
+
+def _task_mod(layer, target):
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
+
+    conv, x = build_layer(layer)
+    (task,) = extract_tasks(to_relax(conv, x)[0], target.tvm_target())
+    return task.dispatched[0]
+
+
+def test_neighbour_schedules_are_replayed_measured_and_committed(target, tmp_path):
+    import tvm
+
+    cache = _tune_source(tmp_path, target)
+    layer = TINY.with_out_channels(24)
+    executable, inputs, reference, outcome = compile_layer(layer, TRIALS, cache)
+
+    assert outcome.transferred == TRIALS // 2 and outcome.transferred_from == (16,)
+    assert outcome.trials_run == TRIALS and not outcome.reused
+    database = cache.open()
+    mod = _task_mod(layer, target)
+    records = database.get_top_k(database.commit_workload(mod), 100)
+    assert len(records) == TRIALS
+    assert all(math.isfinite(float(s)) and 0 < float(s) < 1 for r in records for s in r.run_secs)
+
+    # every record of the new count (transferred ones included) computes the convolution correctly
+    conv, x = build_layer(layer)
+    weight = conv.weight.detach().numpy()
+    for record in records:
+        sch = tvm.s_tir.Schedule(mod)
+        record.trace.apply_to_schedule(sch, remove_postproc=False)
+        kernel = tvm.compile(sch.mod, target=target.tvm_target())
+        out = tvm.runtime.tensor(np.zeros(reference.shape, "float32"))
+        kernel(tvm.runtime.tensor(x.numpy()), tvm.runtime.tensor(weight), out)
+        assert np.abs(out.numpy() - reference).max() <= TOLERANCE
+
+    # and so does the compiled layer, built from the best of them
+    vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
+    output = first_output(vm["main"](*[tvm.runtime.tensor(a) for a in inputs])).numpy()
+    assert np.abs(output - reference_output(conv, x)).max() <= TOLERANCE
+
+
+def test_workload_without_neighbours_tunes_normally(target, tmp_path):
+    cache = _tune_source(tmp_path, target, trials=2)
+    other = ConvLayer("other", "other", (1, 8, 16, 16), 8, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1, False)
+    conv, x = build_layer(other)
+    outcome = tune(to_relax(conv, x)[0], cache, 2)
+    # 16x16 instead of 8x8 changes several sizes (16, padded 18, bound 17): not a neighbour
+    assert outcome.transferred == 0 and outcome.transferred_from == () and outcome.trials_run == 2
+
+
+def test_signatures_find_one_changed_size(target):
+    sixteen, seventeen = (shape_signature(_task_mod(TINY.with_out_channels(c), target)) for c in (16, 17))
+    assert sixteen[0] == seventeen[0]
+    assert changed_size(sixteen[1], seventeen[1]) == (16, 17)
+    wider = shape_signature(_task_mod(ConvLayer("w", "w", (1, 8, 16, 16), 8, 16, (3, 3), (1, 1), (1, 1),
+                                                (1, 1), 1, False), target))
+    assert changed_size(sixteen[1], wider[1]) is None
+
+
+def test_nearest_tiling():
+    assert nearest_tiling([2, 1, 4, 2], 16, 64) == [2, 1, 4, 2]  # still valid: kept
+    assert math.prod(nearest_tiling([2, 2, 4, 4], 72, 64)) == 72
+    assert nearest_tiling([1, 1, 8, 8], 72, 64) == [1, 1, 8, 9]
+    assert nearest_tiling([2, 2, 4, 4], 65, 64) == [1, 1, 5, 13]  # not TVM's fallback [1, 1, 1, 65]
+    assert nearest_tiling([1, 64], 65, 16) == [5, 13]  # innermost within max_innermost_factor
