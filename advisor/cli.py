@@ -72,7 +72,7 @@ def sweep(
     strategy: str = typer.Option("exhaustive", "--strategy", "-s",
                                  help="exhaustive (every count) or active (few counts, fitted; range step 1)."),
     accuracy: float = typer.Option(0.95, "--accuracy",
-                                   help="active: stop when this share of predictions has settled (moves < 5%)."),
+                                   help="active: stop when this share of predictions has settled (moves < 10%)."),
     max_points: Optional[int] = typer.Option(None, "--max-points", help="active: measure at most this many."),
     second_opinion: bool = typer.Option(True, "--second-opinion/--no-second-opinion",
                                         help="Measure traps and outliers again in a fresh process."),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from advisor.active import initial_counts, run_active_sweep
+from advisor.active import alignment, initial_counts, run_active_sweep
 from advisor.errors import AdvisorError
 from advisor.layers import conv_layers, find_layer
 from advisor.model_source import load_model
@@ -21,9 +21,14 @@ def _plan(tmp_path, backend, counts, trials=0):
 
 
 def test_initial_counts_span_the_range_and_probe_alignment():
-    picks = sorted(initial_counts(list(range(32, 257)), 8))
-    assert picks[0] == 32 and picks[-1] == 256 and len(picks) == 10
+    picks = sorted(initial_counts(list(range(32, 257)), 12))
+    assert picks[0] == 32 and picks[-1] == 256 and len(picks) == len(set(picks)) == 14
+    assert max(b - a for a, b in zip(picks, picks[1:])) <= 40  # spread over the range
+    # odd counts, multiples of 4 that are not multiples of 8, and multiples of 16, so the trees
+    # can tell which alignment matters
+    assert {1, 2, 4, 8, 16, 32} <= {alignment(c) for c in picks}
     assert any(c % 16 == 0 and c + 1 in picks for c in picks)
+    assert alignment(48) == 16 and alignment(7) == 1 and alignment(256) == 32
 
 
 def test_active_torch_measures_fewer_and_resumes(tmp_path):
