@@ -190,6 +190,29 @@ class ActiveSearch:
         return chosen, open_spread
 
 
+def replay(curve: pd.DataFrame, **options) -> dict:
+    """Run the search against a recorded exhaustive sweep (usable rows of one series, every count
+    of the range): picks read their latency from the recording instead of measuring. Returns how
+    many counts it used and how well the final model predicts the counts it never picked."""
+    curve = curve.sort_values("channels").reset_index(drop=True)
+    counts = curve.channels.astype(int).tolist()
+    search = ActiveSearch(counts, curve, **options)
+    measured = set(search.first(set()))
+    started = time.perf_counter()
+    while True:
+        decision = search.decide(curve[curve.channels.isin(measured)])
+        if not decision.picks:
+            break
+        measured |= set(decision.picks)
+    unseen = curve[~curve.channels.isin(measured)]
+    errors = np.abs(decision.model.predict(unseen) / unseen[decision.model.column].to_numpy() - 1)
+    return {"counts": len(counts), "measured": len(measured), "reached": decision.reached,
+            "within": float((errors <= WITHIN).mean()) if len(errors) else 1.0,
+            "mape": float(errors.mean() * 100) if len(errors) else 0.0,
+            "worst": float(errors.max() * 100) if len(errors) else 0.0,
+            "decision_seconds": time.perf_counter() - started}
+
+
 def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0.95, initial: int = 12,
                      batch: int = 2, max_points: int | None = None, min_points: int | None = None,
                      show_progress: bool = True, second_opinions: bool = True) -> ActiveOutcome:

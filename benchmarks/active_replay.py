@@ -4,66 +4,72 @@ For each curve (one series of a results database with every count of a range mea
 active search picks counts as it would live, but reads their latency from the recording; at the
 stop it prints how many counts it used and how well its model predicts the counts it never
 picked. No measuring, so strategies can be compared on many curves in seconds; the live figures
-come from benchmarks/cost_model_bench.py.
+come from benchmarks/cost_model_bench.py. The search's path is sensitive to small differences
+in the measurements, so --noise replays each curve again with every latency multiplied by
+exp(N(0, noise)) (--seeds times): a strategy that only looks good on one recording shows here.
 
-    .venv/bin/python benchmarks/active_replay.py DB [DB ...] [--initial 12] [--batch 2]
+    .venv/bin/python benchmarks/active_replay.py data/*/curves/*.csv.gz [--noise 0.02 --seeds 4]
+
+Curves are results databases or their CSV exports (`advisor show --format csv`, or the
+data/*/curves/ files).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from advisor.active import ActiveSearch
-from advisor.cost_model import SERIES, WITHIN, usable
+from advisor.active import replay
+from advisor.cost_model import SERIES, usable
 from advisor.store import ResultStore
 
 
-def replay(curve, *, accuracy: float, initial: int, batch: int, min_points: int | None = None) -> dict:
-    curve = curve.sort_values("channels").reset_index(drop=True)
-    counts = curve.channels.astype(int).tolist()
-    search = ActiveSearch(counts, curve, accuracy=accuracy, initial=initial, batch=batch, min_points=min_points)
-    measured = set(search.first(set()))
-    started = time.perf_counter()
-    while True:
-        decision = search.decide(curve[curve.channels.isin(measured)])
-        if not decision.picks:
-            break
-        measured |= set(decision.picks)
-    unseen = curve[~curve.channels.isin(measured)]
-    errors = np.abs(decision.model.predict(unseen) / unseen[decision.model.column].to_numpy() - 1)
-    return {"counts": len(counts), "measured": len(measured), "within": float((errors <= WITHIN).mean()),
-            "mape": float(errors.mean() * 100), "worst": float(errors.max() * 100), "reached": decision.reached,
-            "fit_seconds": time.perf_counter() - started}
+def read_curves(path: str) -> pd.DataFrame:
+    if path.endswith((".csv", ".csv.gz")):
+        return usable(pd.read_csv(path))
+    with ResultStore(path) as store:
+        return usable(store.frame())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("databases", nargs="+")
+    parser.add_argument("curves", nargs="+", help="results databases or CSV exports")
     parser.add_argument("--accuracy", type=float, default=0.95)
     parser.add_argument("--initial", type=int, default=12)
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--min-points", type=int, default=None, help="default: a tenth of the range")
+    parser.add_argument("--min-points", type=int, default=None,
+                        help="stop no earlier (default: the initial counts and three rounds)")
+    parser.add_argument("--noise", type=float, default=0.0, help="relative measurement noise to add")
+    parser.add_argument("--seeds", type=int, default=1, help="replays per curve (the first without noise)")
     args = parser.parse_args()
+    options = {"accuracy": args.accuracy, "initial": args.initial, "batch": args.batch,
+               "min_points": args.min_points}
     results = []
-    for path in args.databases:
-        with ResultStore(path) as store:
-            frame = usable(store.frame())
-        for values, curve in frame.groupby(SERIES, sort=True):
-            result = replay(curve, accuracy=args.accuracy, initial=args.initial, batch=args.batch,
-                            min_points=args.min_points)
-            results.append(result)
-            label = " ".join(str(v) for v in values[:5])
-            print(f"{label}: {result['measured']}/{result['counts']} counts "
-                  f"({result['counts'] / result['measured']:.1f}x fewer), settled {result['reached']}; unpicked "
-                  f"within 10%: {result['within']:.1%}, MAPE {result['mape']:.1f}%, worst {result['worst']:.0f}%; "
-                  f"decisions {result['fit_seconds']:.1f} s", flush=True)
+    for path in args.curves:
+        for values, curve in read_curves(path).groupby(SERIES, sort=True, dropna=False):
+            runs = []
+            for seed in range(args.seeds):
+                noisy = curve.copy()
+                if seed and args.noise:
+                    noise = np.random.default_rng(seed).normal(0, args.noise, len(curve))
+                    noisy["min_ms"] = curve.min_ms * np.exp(noise)
+                runs.append(replay(noisy, **options))
+            results += runs
+            counts = [r["measured"] for r in runs]
+            within = [r["within"] for r in runs]
+            print(f"{Path(path).name.split('.')[0]} ({values[2]} {values[3]} {values[4]} {values[5]}): {np.mean(counts):.1f} of "
+                  f"{runs[0]['counts']} counts ({runs[0]['counts'] / np.mean(counts):.1f}x fewer; "
+                  f"{min(counts)}-{max(counts)}), settled {sum(r['reached'] for r in runs)}/{len(runs)}; unpicked "
+                  f"within 10%: mean {np.mean(within):.1%}, worst {min(within):.1%}; MAPE "
+                  f"{np.mean([r['mape'] for r in runs]):.1f}%; decisions "
+                  f"{np.mean([r['decision_seconds'] for r in runs]):.1f} s", flush=True)
     if len(results) > 1:
-        print(f"mean: {np.mean([r['counts'] / r['measured'] for r in results]):.1f}x fewer counts, "
-              f"{np.mean([r['within'] for r in results]):.1%} within 10%, worst curve "
-              f"{min(r['within'] for r in results):.1%}")
+        print(f"all {len(results)} replays: {np.mean([r['counts'] / r['measured'] for r in results]):.1f}x fewer "
+              f"counts on average (worst {min(r['counts'] / r['measured'] for r in results):.1f}x); within 10%: "
+              f"mean {np.mean([r['within'] for r in results]):.1%}, worst {min(r['within'] for r in results):.1%}")
 
 
 if __name__ == "__main__":
