@@ -1,8 +1,8 @@
 """Active sweep: measure a few counts, fit, then measure where the model is least sure or
-predicts a step, until the model has settled.
+predicts a step, and one count at random, until the model has settled.
 
 Settled: for three rounds running, the model predicted the counts it chose to measure (its least
-sure ones) within 10% before measuring them, and at least the asked share of its predictions
+sure ones and the random one, an unbiased check) within 10% before measuring them, and at least the asked share of its predictions
 over the whole range moved by less than 10% when those measurements came in. Suspect points
 (traps, or far above the model) get a second opinion from a fresh process each round.
 
@@ -118,7 +118,7 @@ class ActiveSearch:
     """Which counts to measure next and when to stop, from the rows measured so far."""
 
     def __init__(self, counts: list[int], candidates: pd.DataFrame, *, accuracy: float = 0.95, initial: int = 12,
-                 batch: int = 2, max_points: int | None = None, min_points: int | None = None):
+                 batch: int = 2, explore: int = 1, max_points: int | None = None, min_points: int | None = None):
         if not 0 < accuracy <= 1:
             raise AdvisorError(f"--accuracy must be a share between 0 and 1, not {accuracy}")
         if initial < 3 or batch < 1:
@@ -126,6 +126,7 @@ class ActiveSearch:
         self.counts = sorted(counts)
         self.candidates = candidates.reset_index(drop=True)  # one geometry row per count, in order
         self.accuracy, self.initial, self.batch = accuracy, initial, batch
+        self.explore = min(explore, batch - 1)  # random picks per round; at least one pick is scored
         self.limit = min(max_points or len(counts), len(counts))
         self.floor = min(self.limit, min_points if min_points is not None else initial + SETTLED_ROUNDS * batch)
         self.history: list[dict] = []
@@ -182,6 +183,12 @@ class ActiveSearch:
         score[position] = -np.inf
         open_spread = float(spread[~position].max()) if (~position).any() else 0.0
         chosen: list[int] = []
+        if self.explore and (~position).sum() > self.batch:
+            # random picks: the stop rule's check of the picks then includes counts the scores did not
+            # choose, an unbiased sample of the model's error (without them the search settled once at a
+            # model right on half of a cuDNN fp16 curve, measuring mostly multiples of 8)
+            generator = np.random.default_rng(len(measured))
+            chosen = [int(c) for c in generator.choice(np.array(counts)[~position], self.explore, replace=False)]
         for index in np.argsort(-score):
             if not np.isfinite(score[index]) or len(chosen) == self.batch:
                 break

@@ -40,13 +40,14 @@ def main() -> None:
     parser.add_argument("--accuracy", type=float, default=0.95)
     parser.add_argument("--initial", type=int, default=12)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--explore", type=int, default=1, help="random picks per round")
     parser.add_argument("--min-points", type=int, default=None,
                         help="stop no earlier (default: the initial counts and three rounds)")
     parser.add_argument("--noise", type=float, default=0.0, help="relative measurement noise to add")
     parser.add_argument("--seeds", type=int, default=1, help="replays per curve (the first without noise)")
     args = parser.parse_args()
     options = {"accuracy": args.accuracy, "initial": args.initial, "batch": args.batch,
-               "min_points": args.min_points}
+               "explore": args.explore, "min_points": args.min_points}
     results = []
     for path in args.curves:
         for values, curve in read_curves(path).groupby(SERIES, sort=True, dropna=False):
