@@ -70,6 +70,11 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _import_measuring_code() -> None:
+    import advisor.backends  # noqa: F401
+    import advisor.sweep  # noqa: F401
+
+
 def _measure_elsewhere(plan, count: int) -> dict:
     from advisor import tuning
     from advisor.sweep import measure_point
@@ -86,11 +91,17 @@ class FreshProcess:
         self.threads = threads
         self._pool: ProcessPoolExecutor | None = None
 
-    def measure(self, plan, count: int) -> dict:
+    def start(self) -> None:
+        """Start the process and its imports (1-2 s) now, so that they overlap with other work
+        instead of delaying the first second opinion. It measures nothing until asked."""
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_worker_init,
                                              initargs=(self.threads,))
+            self._pool.submit(_import_measuring_code)
+
+    def measure(self, plan, count: int) -> dict:
+        self.start()
         try:
             return self._pool.submit(_measure_elsewhere, replace(plan, channels=[count]), count).result()
         except BrokenProcessPool:

@@ -5,7 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from advisor.active import alignment, initial_counts, replay, run_active_sweep
+import numpy as np
+
+from advisor.active import alignment, initial_counts, replay, run_active_sweep, unseen_block
 from advisor.errors import AdvisorError
 from advisor.layers import conv_layers, find_layer
 from advisor.model_source import load_model
@@ -32,6 +34,14 @@ def test_initial_counts_span_the_range_and_probe_alignment():
     assert {1, 2, 4, 8, 16, 32} <= {alignment(c) for c in picks}
     assert any(c % 16 == 0 and c + 1 in picks for c in picks)
     assert alignment(48) == 16 and alignment(7) == 1 and alignment(256) == 32
+
+
+def test_unseen_block_needs_a_count_inside_the_block():
+    counts = list(range(1, 49))
+    measured = np.isin(counts, [16, 20])  # 16 closes block 1..16; 20 lies inside 17..32
+    unseen = unseen_block(counts, measured, 16)
+    assert unseen[:16].all() and not unseen[16:32].any() and unseen[32:].all()
+    assert not unseen_block(counts, measured, 1).any()  # no tile, no blocks
 
 
 def test_active_torch_measures_fewer_and_resumes(tmp_path):
