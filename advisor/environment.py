@@ -23,9 +23,14 @@ def cpu_model() -> str:
 @functools.cache
 def versions() -> dict[str, str]:
     import torch
-    import tvm
 
-    return {"tvm_version": tvm.__version__, "torch_version": torch.__version__}
+    try:  # PyTorch-backend sweeps run without TVM (a GPU box measuring cuDNN alone)
+        import tvm
+
+        tvm_version = tvm.__version__
+    except ImportError:
+        tvm_version = "not installed"
+    return {"tvm_version": tvm_version, "torch_version": torch.__version__}
 
 
 def device_name(kind: str) -> str:

@@ -9,7 +9,8 @@ from advisor.errors import AdvisorError
 from advisor.model_source import load_model
 from advisor.network_latency import torch_network_latency
 from advisor.pruning import parameters, prune_to, pruning_units, uniform_at_parameters
-from advisor.recommend import Setup, parse_budget, recommend
+from advisor.layers import conv_layers
+from advisor.recommend import Setup, conv_slots, parse_budget, recommend
 from advisor.store import ResultStore
 from advisor.targets import parse_target
 from advisor.timing import TimingPolicy
@@ -55,6 +56,12 @@ def test_recommend_meets_a_reachable_budget(tmp_path):
     counts = result.plan.counts
     assert any(counts[u.name] < u.channels for u in result.units)
     assert parameters(result.pruned) == result.parameters["recommended"] < result.parameters["unpruned"]
+    # every convolution of the plan was measured at the plan's own widths before it was built
+    for slot in conv_slots(conv_layers(loaded), result.units):
+        variant = slot.variant(counts)
+        assert ((stored.in_channels == variant.in_channels) & (stored.channels == variant.out_channels)
+                & (stored.in_h == variant.input_shape[2]) & (stored.kernel_h == variant.kernel[0])
+                & (stored.stride_h == variant.stride[0]) & (stored.status == "ok")).any(), slot.layer.name
     plan = result.to_dict(setup)
     assert plan["budget_ms"] == pytest.approx(unpruned * 0.8)
     assert {u["root"]: u["keep"] for u in plan["units"]} == counts
