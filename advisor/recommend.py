@@ -33,7 +33,7 @@ from advisor.timing import TimingPolicy
 stderr = Console(stderr=True)
 IN_SHARES = (1.0, 0.6, 0.3)  # input widths sampled per convolution, as shares of the original
 REPLANS = 3  # plans measured at most: a plan measured over budget recalibrates the next
-REFINES = 3  # rounds of measuring a plan's own convolutions and refitting before it is built
+REFINES = 4  # rounds of measuring a plan's own convolutions and refitting before it is built
 ROUNDS = 5  # interleaved rounds when timing whole networks
 FRIENDLY_NOISE = 0.02  # a count is friendly only if every larger one is predicted this much slower
 MARGIN = 0.03  # the planner aims this far below the budget: timing noise on a shared CPU is about 3%
@@ -306,23 +306,32 @@ def recommend(setup: Setup, store: ResultStore, budget_ms: float, importance: st
 
     def plan_on_measured_layers(aim: float) -> Plan:
         """Plan, measure the plan's own convolutions, refit and plan again, until a plan's
-        convolutions are all measured (or REFINES rounds)."""
+        convolutions were all measured already. After REFINES rounds without that, the plan
+        measured so far that keeps the most importance within the budget under the refitted
+        model; failing that, the refitted model's own plan."""
         nonlocal rows
-        for round_ in range(REFINES + 1):
+        tried = []
+        for _ in range(REFINES):
             plan = plan_counts(predictor, units, aim, setup.min_ratio)
             if not plan.met and aim < budget_ms:  # a tightened aim out of reach: settle for the budget
                 plan = plan_counts(predictor, units, budget_ms, setup.min_ratio)
-            if round_ == REFINES:
-                return plan
             known = len(rows)
             rows = pd.concat([rows, measure_plan_layers(setup, slots, plan.counts, store)], ignore_index=True)
             rows = rows.drop_duplicates(subset=["layer", "channels"], keep="last").reset_index(drop=True)
             if len(rows) == known:
-                return plan  # every convolution of this plan was measured already
+                return plan
+            tried.append(plan)
             stderr.print(f"measured the plan's convolutions at {len(rows) - known} new widths; refitting")
             predictor.model = fit(rows, source=str(store.path))
             predictor.calibrate(anchors, anchor_ms)
-        return plan
+        predicted = predictor.network([p.counts for p in tried])
+        tried = [replace(p, predicted_ms=float(ms), met=bool(ms <= budget_ms)) for p, ms in zip(tried, predicted)]
+        within = [p for p in tried if p.met]
+        if within:
+            return max(within, key=lambda p: p.importance_kept)
+        # none of them: the plan of the refitted model, some of its convolutions maybe unmeasured
+        plan = plan_counts(predictor, units, aim, setup.min_ratio)
+        return plan if plan.met or aim >= budget_ms else plan_counts(predictor, units, budget_ms, setup.min_ratio)
 
     aim = budget_ms * (1 - MARGIN)  # what the planner aims at: tightened by each measured overshoot
     result = None
