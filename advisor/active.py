@@ -214,10 +214,11 @@ class ActiveSearch:
         return chosen, open_spread
 
 
-def replay(curve: pd.DataFrame, **options) -> dict:
+def replay(curve: pd.DataFrame, reference: pd.DataFrame | None = None, **options) -> dict:
     """Run the search against a recorded exhaustive sweep (usable rows of one series, every count
     of the range): picks read their latency from the recording instead of measuring. Returns how
-    many counts it used and how well the final model predicts the counts it never picked."""
+    many counts it used and how well the final model predicts the counts it never picked: against
+    the recording, or against `reference` (the same counts measured apart from it)."""
     curve = curve.sort_values("channels").reset_index(drop=True)
     counts = curve.channels.astype(int).tolist()
     search = ActiveSearch(counts, curve, **options)
@@ -228,13 +229,14 @@ def replay(curve: pd.DataFrame, **options) -> dict:
         if not decision.picks:
             break
         measured |= set(decision.picks)
-    unseen = curve[~curve.channels.isin(measured)]
+    scored = curve if reference is None else reference
+    unseen = scored[~scored.channels.isin(measured)]
     errors = np.abs(decision.model.predict(unseen) / unseen[decision.model.column].to_numpy() - 1)
     return {"counts": len(counts), "measured": len(measured), "reached": decision.reached,
             "within": float((errors <= WITHIN).mean()) if len(errors) else 1.0,
             "mape": float(errors.mean() * 100) if len(errors) else 0.0,
             "worst": float(errors.max() * 100) if len(errors) else 0.0,
-            "decision_seconds": time.perf_counter() - started}
+            "decision_seconds": time.perf_counter() - started, "tile": decision.model.tile}
 
 
 def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0.95, initial: int = 12,

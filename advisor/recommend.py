@@ -263,6 +263,21 @@ class Recommendation:
     seconds: float = 0.0
     pruned: torch.nn.Module | None = None
 
+    @property
+    def calibration_unpruned_ms(self) -> float | None:
+        anchors = self.calibration.get("measured_anchors_ms")
+        return anchors[0] if anchors else None
+
+    @property
+    def predicted_at_check_ms(self) -> float | None:
+        """The prediction at the machine's speed during the side-by-side check. Predictions are in
+        the units of the calibration; a shared machine's speed drifts by 5-20% within minutes (the
+        unpruned network read 38 ms at calibration and 46 ms beside a plan), and the unpruned
+        network timed beside the plan measures that drift."""
+        if self.recommended_ms is None or not self.calibration_unpruned_ms:
+            return None
+        return self.plan.predicted_ms * self.unpruned_ms / self.calibration_unpruned_ms
+
     def to_dict(self, setup: Setup) -> dict:
         return {
             "format": "advisor-plan", "version": 1, "model": setup.loaded.label,
@@ -270,7 +285,9 @@ class Recommendation:
             "trials": setup.trials, "threads": setup.threads, "budget_ms": self.budget_ms,
             "budget_met_predicted": self.plan.met,
             "predicted_ms": self.plan.predicted_ms, "measured_ms": self.recommended_ms,
-            "unpruned_ms": self.unpruned_ms, "uniform_ms": self.uniform_ms,
+            "predicted_at_check_ms": self.predicted_at_check_ms,
+            "unpruned_ms": self.unpruned_ms, "unpruned_at_calibration_ms": self.calibration_unpruned_ms,
+            "uniform_ms": self.uniform_ms,
             "uniform_keep_ratio": self.uniform_keep_ratio, "parameters": self.parameters,
             "importance_kept": self.plan.importance_kept, "cost_model_points": self.fit_points,
             "plans_measured": self.attempts, "calibration": self.calibration,

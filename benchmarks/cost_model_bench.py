@@ -4,11 +4,13 @@ Prints:
   1. held-out accuracy of the XGBoost model fitted on an exhaustive sweep (every count 32..256,
      with second opinions on suspects), over five random 20% hold-outs, and without the second
      opinions;
-  2. the time an active sweep of 32..256 takes against the exhaustive one (both with second
-     opinions), for --active-runs sweeps (3) from empty databases; then a second exhaustive
-     sweep, how well it agrees with the first (the accuracy of measuring every count), and how
-     well each active model predicts the counts it did not measure: against either exhaustive
-     sweep and against their mean (the active sweeps ran between the two);
+  2. for --active-runs active sweeps (3), each from an empty database and each followed by
+     another exhaustive sweep: the time it took against the two exhaustive sweeps around it
+     (all with second opinions), and how well its model predicts the counts it did not measure,
+     against either of those sweeps, their mean, and the mean of all exhaustive sweeps; and how
+     well consecutive exhaustive sweeps agree (the accuracy of measuring every count). The
+     machine's speed drifts by several percent within minutes, so the sweeps around an active
+     one are its reference;
   3. recommended against uniform pruning at equal parameters, and predicted against measured.
 
 Backend: PyTorch (oneDNN) on this CPU with one thread (MetaSchedule tuning of 225 counts does
@@ -100,54 +102,67 @@ def main() -> None:
               f"{'-' if not steps else f'{np.mean(steps):.1%}'}", flush=True)
 
     # the search's path is chaotic (a 2% difference in one measurement can change which counts it
-    # picks and when it stops), so one active sweep is one draw: several, each in its own database
+    # picks and when it stops), so one active sweep is one draw: several, each in its own database.
+    # The machine's speed drifts by several percent over minutes (other tenants), so each active
+    # sweep runs between two exhaustive sweeps and is scored against those, measured around it
+    sweeps = [(exhaustive_s, exhaustive.set_index("channels").min_ms)]
     active = []
     for attempt in range(1, args.active_runs + 1):
         with ResultStore(work / f"active-{attempt}.db") as store:
             outcome = run_active_sweep(plan, store, accuracy=args.accuracy, show_progress=False)
             active.append((outcome, usable(store.frame()).set_index("channels").min_ms))
-        print(f"active sweep {attempt}: {len(outcome.measured)} of {len(counts)} counts, {outcome.seconds:.1f} s; "
-              f"exhaustive {exhaustive_s:.1f} s: {exhaustive_s / outcome.seconds:.1f}x less time, "
-              f"{len(counts) / len(outcome.measured):.1f}x fewer counts (target >= 10x); model "
-              f"{'settled' if outcome.reached else 'NOT settled'} at {args.accuracy:.0%}", flush=True)
+        with ResultStore(work / f"exhaustive-{attempt}.db") as store:
+            began = time.perf_counter()
+            run_sweep(plan, store, show_progress=False)
+            confirm(plan, store, show_progress=False)
+            sweeps.append((time.perf_counter() - began,
+                           usable(store.frame()).set_index("channels").min_ms.reindex(sweeps[0][1].index)))
+        print(f"active sweep {attempt}: {len(outcome.measured)} of {len(counts)} counts in {outcome.seconds:.1f} s, "
+              f"model {'settled' if outcome.reached else 'NOT settled'} at {args.accuracy:.0%}; then exhaustive "
+              f"sweep {attempt + 1} ({sweeps[-1][0]:.1f} s)", flush=True)
 
-    # a second exhaustive sweep after the active ones: how well measuring every count agrees with
-    # itself, and with the first a reference with half the noise for scoring the active models
-    with ResultStore(work / "exhaustive-again.db") as store:
-        began = time.perf_counter()
-        run_sweep(plan, store, show_progress=False)
-        confirm(plan, store, show_progress=False)
-        again_s = time.perf_counter() - began
-        again = usable(store.frame()).set_index("channels").min_ms
-    first = exhaustive.set_index("channels").min_ms
-    agreement = float((np.abs(again.reindex(first.index) / first - 1) <= WITHIN).mean())
-    print(f"exhaustive sweep repeated ({again_s:.1f} s): within 10% of the first on {agreement:.1%} of counts (the "
-          f"accuracy of measuring every count, to set beside the active models'); the second over the first: median "
-          f"{float((again.reindex(first.index) / first).median()):.3f}", flush=True)
-    references = {"the first exhaustive sweep": first, "the second": again.reindex(first.index),
-                  "their mean": (first + again.reindex(first.index)) / 2}
+    for index in range(1, len(sweeps)):
+        before, after = sweeps[index - 1][1], sweeps[index][1]
+        agreement = float((np.abs(after / before - 1) <= WITHIN).mean())
+        print(f"exhaustive sweeps {index} and {index + 1}: within 10% of each other on {agreement:.1%} of "
+              f"counts (the accuracy of measuring every count); the later over the earlier: median "
+              f"{float((after / before).median()):.3f}", flush=True)
+    # an exhaustive sweep scored as the active ones are: against the mean of the sweeps around it
+    exhaustive_scores = []
+    for index in range(1, len(sweeps) - 1):
+        around = (sweeps[index - 1][1] + sweeps[index + 1][1]) / 2
+        exhaustive_scores.append(float((np.abs(sweeps[index][1] / around - 1) <= WITHIN).mean()))
+        print(f"exhaustive sweep {index + 1}: within 10% of the mean of the sweeps around it on "
+              f"{exhaustive_scores[-1]:.1%} of counts", flush=True)
+    overall = sum(minimums for _, minimums in sweeps) / len(sweeps)
     ratios, shares = [], []
     for attempt, (outcome, own) in enumerate(active, 1):
+        (before_s, before), (after_s, after) = sweeps[attempt - 1], sweeps[attempt]
+        exhaustive_time = (before_s + after_s) / 2
         unseen = exhaustive[~exhaustive.channels.isin(outcome.measured)]
         predicted = pd.Series(outcome.model.predict(unseen), index=unseen.channels.to_numpy())
+        references = {"the sweep before": before, "the sweep after": after, "their mean": (before + after) / 2,
+                      f"the mean of all {len(sweeps)} exhaustive sweeps": overall}
         scored = {}
         for name, reference in references.items():
             errors = np.abs(predicted / reference.reindex(predicted.index) - 1)
             scored[name] = (float((errors <= WITHIN).mean()), float(errors.mean() * 100))
-        # the machine's speed drifts between sweeps (other tenants): a drift of a few percent
-        # moves every prediction against the reference alike
-        drift = float((own / ((first + again.reindex(first.index)) / 2).reindex(own.index)).median())
-        ratios.append(exhaustive_s / outcome.seconds)
+        # a drift of a few percent between sweeps moves every prediction against the reference alike
+        drift = float((own / references["their mean"].reindex(own.index)).median())
+        ratios.append(exhaustive_time / outcome.seconds)
         shares.append(scored["their mean"][0])
         figures = "; ".join(f"{name} {share:.1%} (MAPE {mape:.1f}%)" for name, (share, mape) in scored.items())
-        print(f"active sweep {attempt}: on the {len(unseen)} counts it did not measure, within 10% of {figures}; its "
-              f"own measurements over the exhaustive sweeps' mean at the same counts: median {drift:.3f}", flush=True)
+        print(f"active sweep {attempt}: {outcome.seconds:.1f} s against {exhaustive_time:.1f} s for the exhaustive "
+              f"sweeps around it: {ratios[-1]:.1f}x less time, {len(counts) / len(outcome.measured):.1f}x fewer "
+              f"counts (target >= 10x); on the {len(unseen)} counts it did not measure, within 10% of {figures}; its "
+              f"own measurements over the mean of the sweeps around it: median {drift:.3f}", flush=True)
     if len(ratios) > 1:
         both = sum(r >= 10 and a >= 0.95 for r, a in zip(ratios, shares))
         print(f"active sweeps: median {np.median(ratios):.1f}x less time (range {min(ratios):.1f}-{max(ratios):.1f}), "
-              f"median {np.median(shares):.1%} within 10% of the exhaustive sweeps' mean (range {min(shares):.1%}-"
-              f"{max(shares):.1%}); {both} of {len(ratios)} met both targets (>= 10x less time, >= 95% within 10%)",
-              flush=True)
+              f"median {np.median(shares):.1%} within 10% of the exhaustive sweeps around them (range "
+              f"{min(shares):.1%}-{max(shares):.1%}); {both} of {len(ratios)} met both targets (>= 10x less time, >= "
+              f"95% within 10%); exhaustive sweeps scored the same way: "
+              f"{', '.join(f'{score:.1%}' for score in exhaustive_scores) or '-'}", flush=True)
 
     if args.no_recommend:
         return
@@ -161,7 +176,10 @@ def main() -> None:
         sys.exit(1)
     print(f"recommend {args.model} {args.input} budget {args.budget_ms} ms: unpruned {result.unpruned_ms:.2f} ms; "
           f"recommended predicted {result.plan.predicted_ms:.2f} ms, measured {result.recommended_ms:.2f} ms "
-          f"({result.recommended_ms / result.plan.predicted_ms - 1:+.1%}; within budget: "
+          f"({result.recommended_ms / result.plan.predicted_ms - 1:+.1%}; at the machine's speed during the check, "
+          f"the unpruned network reading {result.unpruned_ms:.2f} ms against {result.calibration_unpruned_ms:.2f} ms "
+          f"at calibration, predicted {result.predicted_at_check_ms:.2f} ms: "
+          f"{result.recommended_ms / result.predicted_at_check_ms - 1:+.1%}; within budget: "
           f"{result.recommended_ms <= args.budget_ms}; plans measured {result.attempts}); uniform at equal "
           f"parameters ({result.parameters['recommended']:,} vs {result.parameters['uniform']:,}): "
           f"{result.uniform_ms:.2f} ms; recommended / uniform = {result.recommended_ms / result.uniform_ms:.3f}; "

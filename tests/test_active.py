@@ -84,3 +84,14 @@ def test_replayed_search_settles_on_recorded_curves(curve):
     result = replay(rows[rows.status == "ok"])
     assert result["reached"] and result["measured"] <= 45 < result["counts"]
     assert result["within"] >= 0.93
+
+
+def test_replay_scores_against_a_separate_reference():
+    """--repeated replays read picks from one exhaustive sweep and score against another sweep of
+    the same counts, so the score meets the machine's noise instead of the recording it learnt from."""
+    folder = Path(__file__).parent.parent / "data" / "cpu" / "repeats" / "conv3-xeon-3"
+    first, second = (pd.read_csv(folder / f"sweep-{n}.csv.gz") for n in (1, 2))
+    first, second = first[first.status == "ok"], second[second.status == "ok"]
+    result = replay(first, reference=second)
+    assert result["reached"] and result["within"] >= 0.90
+    assert replay(first, reference=second.assign(min_ms=second.min_ms * 1.25))["within"] < 0.2

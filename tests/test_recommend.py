@@ -7,7 +7,6 @@ import torch
 
 from advisor.errors import AdvisorError
 from advisor.model_source import load_model
-from advisor.network_latency import torch_network_latency
 from advisor.pruning import parameters, prune_to, pruning_units, uniform_at_parameters, uniform_counts
 from advisor.layers import conv_layers
 from advisor.recommend import Setup, conv_slots, measure_networks, parse_budget, recommend
@@ -59,6 +58,8 @@ def test_recommend_meets_a_reachable_budget(tmp_path):
     assert result.plan.met and result.plan.predicted_ms <= budget
     assert len(stored) == result.fit_points and set(stored.backend) == {"torch"}
     assert result.recommended_ms > 0 and result.uniform_ms > 0
+    # the calibration's reading of the unpruned network, against which drift is judged, is that network's
+    assert 0.7 < result.calibration_unpruned_ms / result.unpruned_ms < 1.3
     counts = result.plan.counts
     assert any(counts[u.name] < u.channels for u in result.units)
     assert parameters(result.pruned) == result.parameters["recommended"] < result.parameters["unpruned"]
@@ -109,6 +110,8 @@ def test_cli_recommend_errors_and_outputs(tmp_path):
     assert plan["budget_met_predicted"] is False and plan["measured_ms"] is None
     reachable = run_advisor("recommend", "--model", "tinynet", "--budget-ms", "1000", "--threads", "1",
                             "--samples", "4", "--repeats", "3", cwd=tmp_path, check=True)
-    assert "recommended / uniform latency" in reachable.stdout
+    assert "recommended / uniform latency" in reachable.stdout and "the prediction at that speed" in reachable.stdout
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert plan["predicted_at_check_ms"] > 0 and plan["unpruned_at_calibration_ms"] > 0
     program = torch.export.load(str(tmp_path / "out" / "pruned.pt2"))
     assert program.module()(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
