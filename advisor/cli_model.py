@@ -161,7 +161,7 @@ def recommend(
     drifted = result.predicted_at_check_ms
     out.print(f"the machine's speed during the check: unpruned {result.unpruned_ms:.3f} ms beside the plan, "
               f"{result.calibration_unpruned_ms:.3f} ms at calibration; the prediction at that speed "
-              f"{drifted:.3f} ms ({result.recommended_ms / drifted - 1:+.1%} vs measured)")
+              f"{drifted:.3f} ms (measured {result.recommended_ms / drifted - 1:+.1%} against it)")
     out.print(f"uniform pruning at equal parameters (keep ratio {result.uniform_keep_ratio:.3f}): measured "
               f"{result.uniform_ms:.3f} ms, {params['uniform']:,} parameters")
     out.print(f"recommended / uniform latency: {result.recommended_ms / result.uniform_ms:.3f}")
