@@ -3,8 +3,8 @@ predicts a step, and one count at random, until the model has settled.
 
 Settled: for three rounds running, the model predicted the counts it chose to measure (its least
 sure ones and the random one, an unbiased check) within 10% before measuring them, and at least the asked share of its predictions
-over the whole range moved by less than 10% when those measurements came in. Suspect points
-(traps, or far above the model) get a second opinion from a fresh process each round.
+over the whole range moved by less than 10% when those measurements came in. Points well above
+what the model predicted for them get a second opinion from a fresh process each round.
 
 ActiveSearch decides (which counts next, when to stop) from measured rows alone; run_active_sweep
 measures what it asks through sweep.run_sweep, so points land in the same database, resume the
@@ -39,7 +39,6 @@ class ActiveOutcome:
     measured: list[int]  # all counts of the range now measured
     newly_measured: list[int]
     cv_within: float  # cross-validated share within 10%, on the measured points
-    max_spread: float  # largest ensemble spread over the counts not measured
     reached: bool  # the model settled (else: the point limit or the range ran out)
     seconds: float
     model: CostModel
@@ -53,7 +52,6 @@ class Decision:
     picks: list[int]  # counts to measure next (empty: stop)
     prior: dict[int, float]  # the model's predictions for the picks, before measuring them
     reached: bool  # the model settled
-    spread: float  # largest ensemble spread over the counts not measured
 
 
 def cross_validated_within(rows: pd.DataFrame, folds: int = 5, seed: int = 0) -> float:
@@ -172,17 +170,14 @@ class ActiveSearch:
         reached = (len(self.history) >= SETTLED_ROUNDS and all(h["settled"] for h in self.history[-SETTLED_ROUNDS:])
                    and len(measured) >= self.floor)
         open_counts = [c for c in self.counts if c not in failed]
-        picks, spread = [], 0.0
-        if any(c not in measured for c in open_counts):
+        picks = []
+        if not reached and len(measured) < self.limit and any(c not in measured for c in open_counts):
             ensemble = fit(rows, members=5, seed=len(rows), rounds=150)
-            picks, spread = self._least_sure(ensemble, measured, set(failed))
-        if reached or len(measured) >= self.limit:
-            picks = []
-        picks = picks[:self.limit - len(measured)]
+            picks = self._least_sure(ensemble, measured, set(failed))[:self.limit - len(measured)]
         self._previous, self._picks = predicted, picks
-        return Decision(model, picks, {c: float(predicted[self.counts.index(c)]) for c in picks}, reached, spread)
+        return Decision(model, picks, {c: float(predicted[self.counts.index(c)]) for c in picks}, reached)
 
-    def _least_sure(self, model: CostModel, measured: set[int], failed: set[int]) -> tuple[list[int], float]:
+    def _least_sure(self, model: CostModel, measured: set[int], failed: set[int]) -> list[int]:
         """The unmeasured counts where the ensemble disagrees most or a step is predicted."""
         keep = np.array([c not in failed for c in self.counts])
         counts = [c for c in self.counts if c not in failed]
@@ -198,7 +193,6 @@ class ActiveSearch:
         score = (spread + np.where(jump > STEP, jump, 0.0) + 0.5 * gap
                  + UNSEEN_BLOCK * unseen_block(counts, position, model.tile))
         score[position] = -np.inf
-        open_spread = float(spread[~position].max()) if (~position).any() else 0.0
         chosen: list[int] = []
         if self.explore and (~position).sum() > self.batch:
             # random picks: the stop rule's check of the picks then includes counts the scores did not
@@ -211,7 +205,7 @@ class ActiveSearch:
                 break
             if all(abs(index - counts.index(c)) > 1 for c in chosen):  # spread a round's picks out
                 chosen.append(counts[index])
-        return chosen, open_spread
+        return chosen
 
 
 def replay(curve: pd.DataFrame, reference: pd.DataFrame | None = None, **options) -> dict:
@@ -256,13 +250,13 @@ def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0
         fresh.start()  # its start-up overlaps with the first measurements (seen to move them by < 2%)
 
     def measure(todo: list[int], prior: dict[int, float] | None = None) -> None:
-        """Measure, then second opinions on this round's suspects: traps, and points well above
-        what the last model predicted for them (the initial round: a k-fold fit)."""
+        """Measure, then second opinions on this round's suspects: points well above what the
+        last model predicted for them (the initial round: a k-fold fit)."""
         result = run_sweep(replace(plan, channels=todo), store, show_progress=show_progress)
         newly.extend(result.measured)
         summary.failed.update(result.failed)
         if confirming:
-            confirm(plan, store, show_progress=show_progress, process=fresh, prior=prior)
+            confirm(plan, store, show_progress=show_progress, process=fresh, prior=prior, traps=False)
 
     try:
         first = search.first(set(series_frame(plan, store).channels.astype(int)))
@@ -282,7 +276,7 @@ def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0
                              f"last picks predicted within 10%: {right}")
             if not decision.picks:
                 return ActiveOutcome(sorted(rows.channels.astype(int)), sorted(newly), cross_validated_within(rows),
-                                     decision.spread, decision.reached, time.perf_counter() - started,
+                                     decision.reached, time.perf_counter() - started,
                                      decision.model, summary.failed, search.history)
             measure(decision.picks, prior=decision.prior)
     finally:

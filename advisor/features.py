@@ -30,11 +30,12 @@ def layer_geometry(layer: ConvLayer) -> dict:
             "channels": layer.out_channels, "flops": layer.flops()}
 
 
-def bytes_moved(frame: pd.DataFrame) -> pd.Series:
-    """Input, weights and output read or written once."""
-    inputs = frame.batch * frame.in_channels * frame.in_h * frame.in_w
-    weights = frame.channels * (frame.in_channels // frame.groups) * frame.kernel_h * frame.kernel_w
-    outputs = frame.batch * frame.channels * frame.out_h * frame.out_w
+def bytes_moved(frame):
+    """Input, weights and output read or written once (frame: a DataFrame or a dict of arrays)."""
+    f = frame
+    inputs = f["batch"] * f["in_channels"] * f["in_h"] * f["in_w"]
+    weights = f["channels"] * (f["in_channels"] // f["groups"]) * f["kernel_h"] * f["kernel_w"]
+    outputs = f["batch"] * f["channels"] * f["out_h"] * f["out_w"]
     return (inputs + weights + outputs) * BYTES_PER_ELEMENT
 
 
@@ -81,7 +82,9 @@ def largest_divisor(values: np.ndarray, limit: int) -> np.ndarray:
 def baseline_design(rows: pd.DataFrame, tile: int = 1) -> np.ndarray:
     """Columns of the log-log baseline that the trees correct: 1, log FLOPs (with the output
     channels padded up to a multiple of `tile`, as a kernel that computes whole tiles does), log bytes."""
-    frame = rows[GEOMETRY + ["flops"]].astype("float64")
-    padded = np.ceil(frame.channels / tile) * tile / frame.channels
-    return np.column_stack([np.ones(len(frame)), np.log((frame.flops * padded).clip(lower=1)).to_numpy(),
-                            np.log(bytes_moved(frame)).to_numpy()])
+    # plain arrays, not pandas arithmetic: an active sweep calls this ~12 times a round
+    column = {name: rows[name].to_numpy(dtype="float64") for name in GEOMETRY + ["flops"]}
+    channels = column["channels"]
+    padded = np.ceil(channels / tile) * tile / channels
+    return np.column_stack([np.ones(len(channels)), np.log(np.clip(column["flops"] * padded, 1, None)),
+                            np.log(bytes_moved(column))])

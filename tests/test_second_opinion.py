@@ -18,11 +18,13 @@ def _plan(tmp_path, counts, backend="torch", trials=0):
                      str(tmp_path / "tuning_logs"), policy=TimingPolicy(repeats=5, min_sample_ms=5))
 
 
-def test_traps_and_points_above_the_prior_are_suspects():
+def test_traps_and_points_above_the_prior_are_suspects_and_active_sweeps_skip_traps():
     rows = pd.DataFrame({"channels": [8, 9, 16, 24, 32], "min_ms": [1.0, 1.5, 1.1, 1.2, 1.3],
                          "median_ms": [1.0] * 5, "status": ["ok"] * 5, "runs": [1, 1, 1, 1, 2]})
     # 9 is slower than 16, 24 and 32: a trap; 24 sits 50% above what a model predicted for it
     assert suspects(rows, prior={24: 0.8, 32: 1.3}) == [9, 24]
+    # an active sweep asks only about points above its model: 9 was not among the predicted picks
+    assert suspects(rows, prior={24: 0.8, 32: 1.3}, traps=False) == [24]
     rows.loc[rows.channels == 9, "runs"] = 2  # already given a second opinion: not asked again
     assert suspects(rows, prior={}) == []
 
