@@ -26,6 +26,7 @@ from advisor.errors import AdvisorError
 from advisor.second_opinion import FreshProcess, can_confirm, confirm
 from advisor.store import ResultStore
 from advisor.sweep import SweepPlan, SweepSummary, geometry_columns, run_sweep, series_frame
+from advisor.targets import simd_lanes
 
 stderr = Console(stderr=True)
 STEP = 0.06  # predicted jump between neighbouring counts that counts as a step
@@ -54,7 +55,8 @@ class Decision:
     reached: bool  # the model settled
 
 
-def cross_validated_within(rows: pd.DataFrame, folds: int = 5, seed: int = 0) -> float:
+def cross_validated_within(rows: pd.DataFrame, folds: int = 5, seed: int = 0,
+                           tile_prior: int | None = None) -> float:
     """Share of points predicted within 10% by a model that did not see them (k-fold)."""
     rows = rows.reset_index(drop=True)
     folds = min(folds, len(rows))
@@ -65,7 +67,7 @@ def cross_validated_within(rows: pd.DataFrame, folds: int = 5, seed: int = 0) ->
         train = rows.drop(index=test.index)
         if len(train) < 3:
             return 0.0
-        model = fit(train, rounds=150)
+        model = fit(train, rounds=150, tile_prior=tile_prior)
         errors = np.abs(model.predict(test) / test[model.column].to_numpy() - 1)
         hits += int((errors <= WITHIN).sum())
     return hits / len(rows)
@@ -132,7 +134,8 @@ class ActiveSearch:
     """Which counts to measure next and when to stop, from the rows measured so far."""
 
     def __init__(self, counts: list[int], candidates: pd.DataFrame, *, accuracy: float = 0.95, initial: int = 12,
-                 batch: int = 2, explore: int = 1, max_points: int | None = None, min_points: int | None = None):
+                 batch: int = 2, explore: int = 1, max_points: int | None = None, min_points: int | None = None,
+                 tile_prior: int | None = None):
         if not 0 < accuracy <= 1:
             raise AdvisorError(f"--accuracy must be a share between 0 and 1, not {accuracy}")
         if initial < 3 or batch < 1:
@@ -140,6 +143,7 @@ class ActiveSearch:
         self.counts = sorted(counts)
         self.candidates = candidates.reset_index(drop=True)  # one geometry row per count, in order
         self.accuracy, self.initial, self.batch = accuracy, initial, batch
+        self.tile_prior = tile_prior  # the channel tile the hardware suggests (cost_model.fit_baseline)
         self.explore = min(explore, batch - 1)  # random picks per round; at least one pick is scored
         self.limit = min(max_points or len(counts), len(counts))
         self.floor = min(self.limit, min_points if min_points is not None else initial + SETTLED_ROUNDS * batch)
@@ -155,7 +159,7 @@ class ActiveSearch:
     def decide(self, rows: pd.DataFrame, failed: set[int] = frozenset(), elapsed: float = 0.0) -> Decision:
         """Fit on the measured rows, judge whether the model has settled, and pick the next counts."""
         measured = set(rows.channels.astype(int))
-        model = fit(rows, seed=0)
+        model = fit(rows, seed=0, tile_prior=self.tile_prior)
         predicted = model.predict(self.candidates)
         stayed = picked_right = None
         if self._previous is not None:
@@ -172,7 +176,7 @@ class ActiveSearch:
         open_counts = [c for c in self.counts if c not in failed]
         picks = []
         if not reached and len(measured) < self.limit and any(c not in measured for c in open_counts):
-            ensemble = fit(rows, members=5, seed=len(rows), rounds=150)
+            ensemble = fit(rows, members=5, seed=len(rows), rounds=150, tile_prior=self.tile_prior)
             picks = self._least_sure(ensemble, measured, set(failed))[:self.limit - len(measured)]
         self._previous, self._picks = predicted, picks
         return Decision(model, picks, {c: float(predicted[self.counts.index(c)]) for c in picks}, reached)
@@ -239,8 +243,9 @@ def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0
     """Measure until the model has settled (see the module's docstring), the range is exhausted,
     or max_points are measured; never stop before min_points."""
     counts = sorted(plan.channels)
+    lanes = simd_lanes(plan.target, plan.dtype)
     search = ActiveSearch(counts, candidate_frame(plan, counts), accuracy=accuracy, initial=initial, batch=batch,
-                          max_points=max_points, min_points=min_points)
+                          max_points=max_points, min_points=min_points, tile_prior=lanes)
     started = time.perf_counter()
     summary = SweepSummary()
     newly: list[int] = []
@@ -275,8 +280,9 @@ def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0
                 stderr.print(f"active: {len(rows)} counts measured; predictions unchanged (within 10%): {shown}; "
                              f"last picks predicted within 10%: {right}")
             if not decision.picks:
-                return ActiveOutcome(sorted(rows.channels.astype(int)), sorted(newly), cross_validated_within(rows),
-                                     decision.reached, time.perf_counter() - started,
+                return ActiveOutcome(sorted(rows.channels.astype(int)), sorted(newly),
+                                     cross_validated_within(rows, tile_prior=lanes), decision.reached,
+                                     time.perf_counter() - started,
                                      decision.model, summary.failed, search.history)
             measure(decision.picks, prior=decision.prior)
     finally:

@@ -97,3 +97,26 @@ def parse_target(text: str, threads: int | None = None) -> TargetSpec:
 def _json_name(config: dict) -> str:
     extras = [f"{key}={config[key]}" for key in sorted(config) if key in ("mcpu", "arch", "device")]
     return "-".join([config["kind"], *extras])
+
+
+VECTOR_BITS = (("avx512f", 512), ("avx2", 256), ("avx", 256))  # x86 features, widest first
+DTYPE_BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "int8": 8}
+
+
+def simd_lanes(spec: TargetSpec, dtype: str = "float32") -> int | None:
+    """Elements of `dtype` in one vector register of a CPU target (16 float32 with AVX-512), or
+    None (GPUs, unknown CPUs). Libraries block channels by this: oneDNN lays float32 out as
+    nChw16c on AVX-512 and nChw8c on AVX2."""
+    if spec.kind != "llvm" or dtype not in DTYPE_BITS:
+        return None
+    from tvm.target import codegen
+
+    target = spec.tvm_target()
+    try:
+        bits = next((width for feature, width in VECTOR_BITS
+                     if codegen.target_has_features([feature], target)), None)
+        if bits is None and codegen.target_has_features(["neon"], target):
+            bits = 128
+    except Exception:  # an LLVM without this architecture's backend cannot tell
+        return None
+    return None if bits is None else bits // DTYPE_BITS[dtype]

@@ -52,13 +52,16 @@ def main() -> None:
     parser.add_argument("--explore", type=int, default=1, help="random picks per round")
     parser.add_argument("--min-points", type=int, default=None,
                         help="stop no earlier (default: the initial counts and three rounds)")
+    parser.add_argument("--tile-prior", type=int, default=None,
+                        help="the channel tile the recording's hardware suggests (16: float32 on AVX-512, as "
+                             "data/cpu's CPUs; a live sweep takes it from its target)")
     parser.add_argument("--noise", type=float, default=0.0, help="relative measurement noise to add")
     parser.add_argument("--seeds", type=int, default=1, help="replays per curve (the first without noise)")
     parser.add_argument("--repeated", action="store_true",
                         help="each argument is a folder of repeated exhaustive sweeps of one series")
     args = parser.parse_args()
     options = {"accuracy": args.accuracy, "initial": args.initial, "batch": args.batch,
-               "explore": args.explore, "min_points": args.min_points}
+               "explore": args.explore, "min_points": args.min_points, "tile_prior": args.tile_prior}
     if args.repeated:
         replay_repeated(args.curves, args.seeds, options)
         return

@@ -8,7 +8,7 @@ import pytest
 
 from advisor.cost_model import CostModel, evaluate, fit
 from advisor.errors import AdvisorError
-from advisor.features import feature_frame, layer_geometry
+from advisor.features import baseline_design, feature_frame, layer_geometry
 from advisor.layers import conv_layers, find_layer
 from advisor.model_source import load_model
 from advisor.steps import CurvePoint, step_report
@@ -101,3 +101,33 @@ def test_cli_fit_and_steps(measured, tmp_path):
     assert steps["series"][0]["friendly"] and steps["series"][0]["channels"] == list(range(4, 65))
     bad = run_advisor("fit", "--db", tmp_path / "none.db", cwd=tmp_path)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def _geometry(counts):
+    _, layer = _tiny_layer()
+    return pd.DataFrame([layer_geometry(layer.with_out_channels(c)) for c in counts])
+
+
+def test_the_hardware_tile_is_kept_unless_the_data_clearly_prefer_another():
+    from advisor.cost_model import fit_baseline
+
+    aligned = _geometry(range(32, 257, 32))  # every tile pads these alike: the data cannot tell tiles apart
+    latency = np.log(aligned.flops.to_numpy() * 1e-9)
+    assert fit_baseline(aligned, latency)[0] == 1
+    assert fit_baseline(aligned, latency, tile_prior=16)[0] == 16
+    # a staircase of period 32 (with a little noise): padding to 16 misfits 33-47, 97-111, ... by far
+    stairs = _geometry(range(32, 257, 3))
+    wobble = 0.02 * np.cos(np.arange(len(stairs)))
+    latency = baseline_design(stairs, 32) @ np.array([-20.0, 1.0, 0.0]) + wobble
+    assert fit_baseline(stairs, latency, tile_prior=16)[0] == 32
+
+
+def test_simd_lanes_of_targets():
+    import json
+
+    from advisor.targets import simd_lanes
+
+    haswell = parse_target(json.dumps({"kind": "llvm", "mcpu": "haswell"}))
+    assert simd_lanes(haswell) == 8 and simd_lanes(haswell, "float16") == 16
+    assert simd_lanes(parse_target(json.dumps({"kind": "llvm", "mcpu": "skylake-avx512"}))) == 16
+    assert simd_lanes(parse_target("cuda")) is None
