@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from advisor.cost_model import WITHIN, CostModel, fit
+from advisor.cost_model import PRIOR_MARGIN, WITHIN, CostModel, fit
 from advisor.errors import AdvisorError
 from advisor.second_opinion import FreshProcess, can_confirm, confirm
 from advisor.store import ResultStore
@@ -244,6 +244,9 @@ def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0
     or max_points are measured; never stop before min_points."""
     counts = sorted(plan.channels)
     lanes = simd_lanes(plan.target, plan.dtype)
+    if show_progress and lanes:
+        stderr.print(f"active: the model's channel tile starts from {lanes} ({plan.dtype} lanes of one vector "
+                     f"register on this target); other tiles must fit the points {PRIOR_MARGIN}x better")
     search = ActiveSearch(counts, candidate_frame(plan, counts), accuracy=accuracy, initial=initial, batch=batch,
                           max_points=max_points, min_points=min_points, tile_prior=lanes)
     started = time.perf_counter()
