@@ -254,8 +254,6 @@ def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0
     newly: list[int] = []
     confirming = second_opinions and can_confirm(plan)
     fresh = FreshProcess(plan.threads)
-    if confirming:
-        fresh.start()  # its start-up overlaps with the first measurements (seen to move them by < 2%)
 
     def measure(todo: list[int], prior: dict[int, float] | None = None) -> None:
         """Measure, then second opinions on this round's suspects: points well above what the
@@ -264,7 +262,11 @@ def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0
         newly.extend(result.measured)
         summary.failed.update(result.failed)
         if confirming:
+            # started after measuring, its start-up overlaps the suspects' fit; started before the first
+            # measurements, it made a block of the initial counts read 5-39% slow (the whole model with them)
+            fresh.start()
             confirm(plan, store, show_progress=show_progress, process=fresh, prior=prior, traps=False)
+            fresh.ready()
 
     try:
         first = search.first(set(series_frame(plan, store).channels.astype(int)))

@@ -7,7 +7,7 @@ import torch
 
 from advisor.relax_import import to_relax
 from advisor.targets import TargetSpec
-from advisor.timing import Timing, TimingPolicy, calls_per_sample, time_callable
+from advisor.timing import Timing, TimingPolicy, calls_per_sample, steady_allocator, time_callable
 from advisor.tuning import ScheduleCache, TuningOutcome, compile_tuned, tune
 
 
@@ -33,6 +33,7 @@ def tvm_network_latency(model: torch.nn.Module | torch.export.ExportedProgram, e
         reference = module(example)
     reference = reference[0] if isinstance(reference, (tuple, list)) else reference
     error = float(np.abs(output.numpy() - reference.numpy()).max())
+    steady_allocator()
     for _ in range(policy.warmup):
         vm["main"](*args)
     number = calls_per_sample(lambda: vm["main"](*args), policy, device.sync)

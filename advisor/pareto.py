@@ -26,7 +26,7 @@ from advisor.errors import AdvisorError
 from advisor.memory import rss_growth_bytes, stored_size, torch_peak_bytes
 from advisor.store import ResultStore
 from advisor.targets import TargetSpec
-from advisor.timing import Timing, TimingPolicy, calls_per_sample, time_callable
+from advisor.timing import Timing, TimingPolicy, calls_per_sample, steady_allocator, time_callable
 from advisor.training import accuracy
 
 stderr = Console(stderr=True)
@@ -208,6 +208,7 @@ def _tvm_latency(plan: ParetoPlan, compressed: Compressed, example: torch.Tensor
     vm, args, error, seconds, rss = _tvm_build(plan, compressed, example)
     set_tvm_threads(threads)
     device = tvm.cpu(0)
+    steady_allocator()
     for _ in range(plan.policy.warmup):
         vm["main"](*args)
     number = calls_per_sample(lambda: vm["main"](*args), plan.policy, device.sync)

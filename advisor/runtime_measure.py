@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from advisor.timing import Timing, TimingPolicy
+from advisor.timing import Timing, TimingPolicy, steady_allocator
 
 MANIFEST_FILE = "manifest.json"
 RESULTS_FILE = "results.json"
@@ -45,6 +45,7 @@ def check_and_time(vm, device, args: list, reference: np.ndarray, tolerance: flo
     error = float(np.abs(output.astype(np.float64) - reference.astype(np.float64)).max())
     if not error <= tolerance:
         raise ValueError(f"TVM output differs from PyTorch by {error:.3g} (tolerance {tolerance})")
+    steady_allocator()
     for _ in range(policy.warmup):
         vm["main"](*args)
     # one call's time measured where it runs (over RPC a Python round trip would dominate)

@@ -53,13 +53,12 @@ def _first_line(error: Exception) -> str:
 
 def host_llvm_config(threads: int | None = None) -> dict:
     """LLVM for this machine's CPU: without mcpu LLVM emits generic x86-64 (no AVX)."""
-    from tvm.target import codegen
-
-    return {
-        "kind": "llvm",
-        "mcpu": codegen.llvm_get_system_cpu(),
-        "num-cores": threads or os.cpu_count() or 1,
-    }
+    cores = threads or os.cpu_count() or 1
+    try:
+        from tvm.target import codegen
+    except ImportError:  # PyTorch-only sweeps (a GPU box without TVM) name the host CPU without LLVM
+        return {"kind": "llvm", "num-cores": cores}
+    return {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": cores}
 
 
 def parse_target(text: str, threads: int | None = None) -> TargetSpec:
@@ -109,7 +108,12 @@ def simd_lanes(spec: TargetSpec, dtype: str = "float32") -> int | None:
     nChw16c on AVX-512 and nChw8c on AVX2."""
     if spec.kind != "llvm" or dtype not in DTYPE_BITS:
         return None
-    from tvm.target import codegen
+    try:
+        from tvm.target import codegen
+    except ImportError:  # without TVM only the host can be asked, through the kernel's CPU flags
+        is_host = "mcpu" not in json.loads(spec.config)
+        bits = host_vector_bits() if is_host else None
+        return None if bits is None else bits // DTYPE_BITS[dtype]
 
     target = spec.tvm_target()
     try:
@@ -120,3 +124,19 @@ def simd_lanes(spec: TargetSpec, dtype: str = "float32") -> int | None:
     except Exception:  # an LLVM without this architecture's backend cannot tell
         return None
     return None if bits is None else bits // DTYPE_BITS[dtype]
+
+
+def host_vector_bits() -> int | None:
+    """The widest vector register of this machine's CPU, from /proc/cpuinfo's flags."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            flags = set()
+            for line in info:
+                if line.split(":")[0].strip() in ("flags", "Features"):
+                    flags |= set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    widths = [width for feature, width in VECTOR_BITS if feature in flags]
+    if widths:
+        return widths[0]
+    return 128 if flags & {"asimd", "neon"} else None

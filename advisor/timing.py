@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -49,6 +53,27 @@ class Timing:
         return asdict(self)
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+@functools.cache
+def steady_allocator() -> bool:
+    """Keep freed memory in this process's heap (glibc), so that no timed call pays page faults.
+
+    glibc serves blocks above a threshold that adapts to the process's history with fresh pages
+    and gives freed heap back to the kernel past another: in a process that had not loaded a
+    network, PyTorch's conv3 at 172-256 channels (~1 MB of output and reordered weights a call)
+    faulted in its memory on every call and read 30-45% slower than the same shapes in a process
+    that had; an active sweep run in its own process learned that slowness as the layer's (see
+    data/cpu/README.md). A deployed network keeps its buffers (TVM plans them; a long-lived
+    PyTorch process has raised the thresholds), so fixed thresholds measure what it sees. Once per
+    process; returns whether they were set (False off glibc)."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+
 def calls_per_sample(call: Callable[[], object], policy: TimingPolicy, sync: Callable[[], None]) -> int:
     """How many calls make one sample last at least policy.min_sample_ms."""
     start = time.perf_counter()
@@ -61,6 +86,7 @@ def calls_per_sample(call: Callable[[], object], policy: TimingPolicy, sync: Cal
 def time_callable(call: Callable[[], object], policy: TimingPolicy,
                   sync: Callable[[], None] = lambda: None) -> Timing:
     """Time a Python callable (PyTorch eager) with the wall clock."""
+    steady_allocator()
     for _ in range(policy.warmup):
         call()
     sync()

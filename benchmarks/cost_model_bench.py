@@ -4,13 +4,14 @@ Prints:
   1. held-out accuracy of the XGBoost model fitted on an exhaustive sweep (every count 32..256,
      with second opinions on suspects), over five random 20% hold-outs, and without the second
      opinions;
-  2. for --active-runs active sweeps (3), each from an empty database and each followed by
-     another exhaustive sweep: the time it took against the two exhaustive sweeps around it
-     (all with second opinions), and how well its model predicts the counts it did not measure,
-     against either of those sweeps, their mean, and the mean of all exhaustive sweeps; and how
-     well consecutive exhaustive sweeps agree (the accuracy of measuring every count). The
-     machine's speed drifts by several percent within minutes, so the sweeps around an active
-     one are its reference;
+  2. for --active-runs active sweeps (3), each from an empty database in a fresh process (as
+     `advisor sweep` runs) and each followed by another exhaustive sweep: the time it took against
+     the two exhaustive sweeps around it, with and without their second opinions, and how well its
+     model predicts the counts it did not measure, against either of those sweeps, their mean, and
+     the mean of all exhaustive sweeps; and how well consecutive exhaustive sweeps agree (the
+     accuracy of measuring every count), with and without second opinions. The machine's speed
+     drifts by several percent within minutes, so the sweeps around an active one are its
+     reference;
   3. recommended against uniform pruning at equal parameters, and predicted against measured.
 
 Backend: PyTorch (oneDNN) on this CPU with one thread (MetaSchedule tuning of 225 counts does
@@ -23,32 +24,61 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from advisor.sweep import SweepPlan
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
-from advisor.active import run_active_sweep  # noqa: E402
-from advisor.cost_model import WITHIN, evaluate, usable  # noqa: E402
-from advisor.environment import device_name  # noqa: E402
-from advisor.layers import conv_layers, find_layer  # noqa: E402
-from advisor.model_source import load_model  # noqa: E402
-from advisor.recommend import Setup, recommend  # noqa: E402
-from advisor.second_opinion import confirm  # noqa: E402
-from advisor.store import ResultStore  # noqa: E402
-from advisor.sweep import SweepPlan, run_sweep  # noqa: E402
-from advisor.targets import parse_target  # noqa: E402
-from advisor.timing import TimingPolicy  # noqa: E402
+# The heavy imports live inside the functions: a spawned process imports this file first, and an
+# active sweep's second-opinion process would spend seconds importing what it does not use.
+
+def _active_sweep_here(plan: SweepPlan, database: Path, accuracy: float, second_opinions: bool = True):
+    import torch
+
+    from advisor.active import run_active_sweep
+    from advisor.store import ResultStore
+
+    torch.set_num_threads(1)
+    with ResultStore(database) as store:
+        return run_active_sweep(plan, store, accuracy=accuracy, show_progress=False, second_opinions=second_opinions)
+
+
+def active_sweep(plan: SweepPlan, database: Path, accuracy: float, fresh: bool, second_opinions: bool):
+    """One active sweep from an empty database; `fresh`: in a new process, as the CLI runs it. This
+    process has timed every shape already: a shape it measured slow stays slow in it (second_opinion's
+    docstring), and an active sweep here would inherit that."""
+    if not fresh:
+        return _active_sweep_here(plan, database, accuracy, second_opinions)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_active_sweep_here, plan, database, accuracy, second_opinions).result()
 
 
 def main() -> None:
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from advisor.cost_model import WITHIN, evaluate, usable
+    from advisor.environment import device_name
+    from advisor.layers import conv_layers, find_layer
+    from advisor.model_source import load_model
+    from advisor.recommend import Setup, recommend
+    from advisor.second_opinion import confirm
+    from advisor.store import ResultStore
+    from advisor.sweep import SweepPlan, run_sweep
+    from advisor.targets import parse_target
+    from advisor.timing import TimingPolicy
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet18-cifar")
     parser.add_argument("--layer", default="conv3")
@@ -62,6 +92,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--no-recommend", action="store_true", help="skip part 3 (e.g. on a GPU, where a "
                         "batch-1 network is bound by kernel launches)")
+    parser.add_argument("--active-process", choices=("fresh", "same"), default="fresh",
+                        help="run each active sweep in a fresh process, as `advisor sweep` runs (default), or in "
+                        "this one, which has timed every shape already")
+    parser.add_argument("--no-second-opinions", action="store_true", help="no sweep gives second opinions")
     parser.add_argument("--work", default=None, help="folder for the databases (default: a temporary one)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -81,17 +115,30 @@ def main() -> None:
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {device_name(target.kind)}, torch "
           f"{torch.__version__}, load average before: {os.getloadavg()[0]:.2f}", flush=True)
 
-    with ResultStore(work / "exhaustive.db") as store:
-        began = time.perf_counter()
-        run_sweep(plan, store)
-        first_runs = usable(store.frame())
-        second = confirm(plan, store)
-        exhaustive_s = time.perf_counter() - began
-        exhaustive = usable(store.frame())
-    print(f"exhaustive sweep: {len(counts)} counts in {exhaustive_s:.1f} s, of which second opinions "
-          f"{second.seconds:.1f} s on {len(second.suspects)} suspects ({len(second.changed)} were faster in a fresh "
-          f"process)", flush=True)
-    for label, frame in (("first runs only", first_runs), ("with second opinions", exhaustive)):
+    second_opinions = not args.no_second_opinions
+
+    def exhaustive_sweep(database: Path, show: bool) -> dict:
+        """Every count, then (unless --no-second-opinions) second opinions on the suspects; the first
+        pass's time and values kept apart, to tell what the second opinions bought."""
+        with ResultStore(database) as store:
+            began = time.perf_counter()
+            run_sweep(plan, store, show_progress=show)
+            first_s = time.perf_counter() - began
+            first_runs = usable(store.frame())
+            second = confirm(plan, store, show_progress=show) if second_opinions else None
+            rows = usable(store.frame())
+        return {"seconds": time.perf_counter() - began, "first_seconds": first_s, "second": second, "rows": rows,
+                "ms": rows.set_index("channels").min_ms.reindex(counts),
+                "first_ms": first_runs.set_index("channels").min_ms.reindex(counts), "first_rows": first_runs}
+
+    first = exhaustive_sweep(work / "exhaustive.db", True)
+    exhaustive, first_runs, second = first["rows"], first["first_rows"], first["second"]
+    print(f"exhaustive sweep: {len(counts)} counts in {first['seconds']:.1f} s" + (
+        f", of which second opinions {second.seconds:.1f} s on {len(second.suspects)} suspects "
+        f"({len(second.changed)} were faster in a fresh process)" if second else ", no second opinions"), flush=True)
+    fitted = (("first runs only", first_runs), ("with second opinions", exhaustive)) if second else \
+        (("one run a count", exhaustive),)
+    for label, frame in fitted:
         held = [evaluate(frame, test_share=0.2, seed=seed) for seed in range(5)]
         shares = [h.within_10pct for h in held]
         steps = [h.step_within_10pct for h in held if h.step_within_10pct is not None]
@@ -105,40 +152,44 @@ def main() -> None:
     # picks and when it stops), so one active sweep is one draw: several, each in its own database.
     # The machine's speed drifts by several percent over minutes (other tenants), so each active
     # sweep runs between two exhaustive sweeps and is scored against those, measured around it
-    sweeps = [(exhaustive_s, exhaustive.set_index("channels").min_ms)]
+    sweeps = [first]
     active = []
     for attempt in range(1, args.active_runs + 1):
+        outcome = active_sweep(plan, work / f"active-{attempt}.db", args.accuracy, args.active_process == "fresh",
+                               second_opinions)
         with ResultStore(work / f"active-{attempt}.db") as store:
-            outcome = run_active_sweep(plan, store, accuracy=args.accuracy, show_progress=False)
             active.append((outcome, usable(store.frame()).set_index("channels").min_ms))
-        with ResultStore(work / f"exhaustive-{attempt}.db") as store:
-            began = time.perf_counter()
-            run_sweep(plan, store, show_progress=False)
-            confirm(plan, store, show_progress=False)
-            sweeps.append((time.perf_counter() - began,
-                           usable(store.frame()).set_index("channels").min_ms.reindex(sweeps[0][1].index)))
+        sweeps.append(exhaustive_sweep(work / f"exhaustive-{attempt}.db", False))
         print(f"active sweep {attempt}: {len(outcome.measured)} of {len(counts)} counts in {outcome.seconds:.1f} s, "
               f"model {'settled' if outcome.reached else 'NOT settled'} at {args.accuracy:.0%}; then exhaustive "
-              f"sweep {attempt + 1} ({sweeps[-1][0]:.1f} s)", flush=True)
+              f"sweep {attempt + 1} ({sweeps[-1]['seconds']:.1f} s, first pass {sweeps[-1]['first_seconds']:.1f} s)",
+              flush=True)
+
+    def within(values: pd.Series, reference: pd.Series) -> float:
+        return float((np.abs(values / reference - 1) <= WITHIN).mean())
 
     for index in range(1, len(sweeps)):
-        before, after = sweeps[index - 1][1], sweeps[index][1]
-        agreement = float((np.abs(after / before - 1) <= WITHIN).mean())
-        print(f"exhaustive sweeps {index} and {index + 1}: within 10% of each other on {agreement:.1%} of "
-              f"counts (the accuracy of measuring every count); the later over the earlier: median "
-              f"{float((after / before).median()):.3f}", flush=True)
+        before, after = sweeps[index - 1], sweeps[index]
+        print(f"exhaustive sweeps {index} and {index + 1}: within 10% of each other on "
+              f"{within(after['ms'], before['ms']):.1%} of counts (the accuracy of measuring every count; first "
+              f"passes alone: {within(after['first_ms'], before['first_ms']):.1%}); the later over the earlier: "
+              f"median {float((after['ms'] / before['ms']).median()):.3f}", flush=True)
     # an exhaustive sweep scored as the active ones are: against the mean of the sweeps around it
     exhaustive_scores = []
     for index in range(1, len(sweeps) - 1):
-        around = (sweeps[index - 1][1] + sweeps[index + 1][1]) / 2
-        exhaustive_scores.append(float((np.abs(sweeps[index][1] / around - 1) <= WITHIN).mean()))
+        around = (sweeps[index - 1]["ms"] + sweeps[index + 1]["ms"]) / 2
+        first_around = (sweeps[index - 1]["first_ms"] + sweeps[index + 1]["first_ms"]) / 2
+        exhaustive_scores.append(within(sweeps[index]["ms"], around))
         print(f"exhaustive sweep {index + 1}: within 10% of the mean of the sweeps around it on "
-              f"{exhaustive_scores[-1]:.1%} of counts", flush=True)
-    overall = sum(minimums for _, minimums in sweeps) / len(sweeps)
-    ratios, shares = [], []
+              f"{exhaustive_scores[-1]:.1%} of counts (first passes alone: "
+              f"{within(sweeps[index]['first_ms'], first_around):.1%})", flush=True)
+    overall = sum(sweep["ms"] for sweep in sweeps) / len(sweeps)
+    ratios, first_ratios, shares = [], [], []
     for attempt, (outcome, own) in enumerate(active, 1):
-        (before_s, before), (after_s, after) = sweeps[attempt - 1], sweeps[attempt]
-        exhaustive_time = (before_s + after_s) / 2
+        sweep_before, sweep_after = sweeps[attempt - 1], sweeps[attempt]
+        before, after = sweep_before["ms"], sweep_after["ms"]
+        exhaustive_time = (sweep_before["seconds"] + sweep_after["seconds"]) / 2
+        first_pass_time = (sweep_before["first_seconds"] + sweep_after["first_seconds"]) / 2
         unseen = exhaustive[~exhaustive.channels.isin(outcome.measured)]
         predicted = pd.Series(outcome.model.predict(unseen), index=unseen.channels.to_numpy())
         references = {"the sweep before": before, "the sweep after": after, "their mean": (before + after) / 2,
@@ -150,18 +201,25 @@ def main() -> None:
         # a drift of a few percent between sweeps moves every prediction against the reference alike
         drift = float((own / references["their mean"].reindex(own.index)).median())
         ratios.append(exhaustive_time / outcome.seconds)
+        first_ratios.append(first_pass_time / outcome.seconds)
         shares.append(scored["their mean"][0])
         figures = "; ".join(f"{name} {share:.1%} (MAPE {mape:.1f}%)" for name, (share, mape) in scored.items())
+        against_first = f" ({first_ratios[-1]:.1f}x less than their first passes alone, {first_pass_time:.1f} s)" \
+            if second_opinions else ""
         print(f"active sweep {attempt}: {outcome.seconds:.1f} s against {exhaustive_time:.1f} s for the exhaustive "
-              f"sweeps around it: {ratios[-1]:.1f}x less time, {len(counts) / len(outcome.measured):.1f}x fewer "
-              f"counts (target >= 10x); on the {len(unseen)} counts it did not measure, within 10% of {figures}; its "
-              f"own measurements over the mean of the sweeps around it: median {drift:.3f}", flush=True)
+              f"sweeps around it: {ratios[-1]:.1f}x less time{against_first}, "
+              f"{len(counts) / len(outcome.measured):.1f}x fewer counts (target >= 10x); on the {len(unseen)} counts "
+              f"it did not measure, within 10% of {figures}; its own measurements over the mean of the sweeps around "
+              f"it: median {drift:.3f}", flush=True)
     if len(ratios) > 1:
         both = sum(r >= 10 and a >= 0.95 for r, a in zip(ratios, shares))
+        both_first = sum(r >= 10 and a >= 0.95 for r, a in zip(first_ratios, shares))
         print(f"active sweeps: median {np.median(ratios):.1f}x less time (range {min(ratios):.1f}-{max(ratios):.1f}), "
               f"median {np.median(shares):.1%} within 10% of the exhaustive sweeps around them (range "
               f"{min(shares):.1%}-{max(shares):.1%}); {both} of {len(ratios)} met both targets (>= 10x less time, >= "
-              f"95% within 10%); exhaustive sweeps scored the same way: "
+              f"95% within 10%)" + (f", {both_first} of {len(ratios)} against the exhaustive sweeps' first passes "
+                                    f"alone (median {np.median(first_ratios):.1f}x)" if second_opinions else "")
+              + f"; exhaustive sweeps scored the same way: "
               f"{', '.join(f'{score:.1%}' for score in exhaustive_scores) or '-'}", flush=True)
 
     if args.no_recommend:

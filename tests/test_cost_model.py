@@ -131,3 +131,17 @@ def test_simd_lanes_of_targets():
     assert simd_lanes(haswell) == 8 and simd_lanes(haswell, "float16") == 16
     assert simd_lanes(parse_target(json.dumps({"kind": "llvm", "mcpu": "skylake-avx512"}))) == 16
     assert simd_lanes(parse_target("cuda")) is None
+
+
+def test_host_target_without_tvm_reads_the_cpu_flags(monkeypatch):
+    """A PyTorch-only machine (no TVM) still gets a host target and the same channel tile."""
+    import sys
+
+    from advisor.targets import simd_lanes
+
+    with_tvm = simd_lanes(parse_target("llvm", 1))
+    monkeypatch.setitem(sys.modules, "tvm", None)  # import tvm now raises ImportError
+    monkeypatch.setitem(sys.modules, "tvm.target", None)
+    host = parse_target("llvm", 1)
+    assert "mcpu" not in host.config
+    assert simd_lanes(host) == with_tvm
