@@ -1,9 +1,9 @@
 """Second opinions: a point that looks wrong is measured again in a fresh process.
 
-On this 2-core CPU a layer shape sometimes runs 20-130% slower for the whole life of one
-process (seen with PyTorch's oneDNN kernels: the same count, rebuilt and re-timed in that
-process, stays slow; in any other process it is fast). Repeating samples cannot remove that,
-another process can. A suspect is a trap (slower than some larger count: exactly what a
+The machine's speed moves in phases of a second or two, so a point measured in a slow phase reads
+slow however many samples it takes; a run seconds later, in another process, usually does not.
+(The process-long slowness of some shapes that these were first built against was the allocator:
+timing.steady_allocator.) A suspect is a trap (slower than some larger count: exactly what a
 pruning advice rests on) or a point well above what a model of the other points predicts.
 Each suspect is measured in a new process and the faster run is kept; the row records both.
 An active sweep leaves traps out (traps=False): there the model, not each measured count, is the
