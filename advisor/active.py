@@ -4,7 +4,7 @@ predicts a step, and one count at random, until the model has settled.
 Settled: for three rounds running, the model predicted the counts it chose to measure (its least
 sure ones and the random one, an unbiased check) within 10% before measuring them, and at least the asked share of its predictions
 over the whole range moved by less than 10% when those measurements came in. Points well above
-what the model predicted for them get a second opinion from a fresh process each round.
+what the model predicted for them get a second run each round (second_opinion).
 
 ActiveSearch decides (which counts next, when to stop) from measured rows alone; run_active_sweep
 measures what it asks through sweep.run_sweep, so points land in the same database, resume the
@@ -23,7 +23,7 @@ from rich.console import Console
 
 from advisor.cost_model import PRIOR_MARGIN, WITHIN, CostModel, fit
 from advisor.errors import AdvisorError
-from advisor.second_opinion import FreshProcess, can_confirm, confirm
+from advisor.second_opinion import can_confirm, confirm, second_runner
 from advisor.store import ResultStore
 from advisor.sweep import SweepPlan, SweepSummary, geometry_columns, run_sweep, series_frame
 from advisor.targets import simd_lanes
@@ -253,7 +253,7 @@ def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0
     summary = SweepSummary()
     newly: list[int] = []
     confirming = second_opinions and can_confirm(plan)
-    fresh = FreshProcess(plan.threads)
+    second = second_runner(plan)
 
     def measure(todo: list[int], prior: dict[int, float] | None = None) -> None:
         """Measure, then second opinions on this round's suspects: points well above what the
@@ -262,11 +262,11 @@ def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0
         newly.extend(result.measured)
         summary.failed.update(result.failed)
         if confirming:
-            # started after measuring, its start-up overlaps the suspects' fit; started before the first
-            # measurements, it made a block of the initial counts read 5-39% slow (the whole model with them)
-            fresh.start()
-            confirm(plan, store, show_progress=show_progress, process=fresh, prior=prior, traps=False)
-            fresh.ready()
+            # a fresh process (CUDA) starts after measuring, so that its start-up overlaps the suspects'
+            # fit: started before the first measurements, it made a block of them read 5-39% slow
+            second.start()
+            confirm(plan, store, show_progress=show_progress, process=second, prior=prior, traps=False)
+            second.ready()
 
     try:
         first = search.first(set(series_frame(plan, store).channels.astype(int)))
@@ -291,4 +291,4 @@ def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0
                                      decision.model, summary.failed, search.history)
             measure(decision.picks, prior=decision.prior)
     finally:
-        fresh.close()
+        second.close()

@@ -167,3 +167,6 @@ def recommend(
     out.print(f"recommended / uniform latency: {result.recommended_ms / result.uniform_ms:.3f}")
     err.print(f"wrote {output} and {pruned_model} in {result.seconds:.0f} s "
               f"(cost model from {result.fit_points} measured layer widths)")
+    if result.recommended_ms > budget:
+        raise AdvisorError(f"budget {budget:g} ms missed when measured: the recommended network read "
+                           f"{result.recommended_ms:.2f} ms after {result.attempts} plans (outputs written)")

@@ -145,3 +145,15 @@ def test_host_target_without_tvm_reads_the_cpu_flags(monkeypatch):
     host = parse_target("llvm", 1)
     assert "mcpu" not in host.config
     assert simd_lanes(host) == with_tvm
+
+
+def test_xgboost_is_imported_without_scikit_learn_which_stays_importable():
+    import subprocess
+    import sys
+
+    # a fresh interpreter: this one may have imported both already
+    code = ("import sys; from advisor.cost_model import _xgboost; xgb = _xgboost(); "
+            "assert 'sklearn' not in sys.modules, 'xgboost pulled in scikit-learn'; "
+            "from sklearn.datasets import load_digits; import xgboost; assert xgb is xgboost; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr[-500:]

@@ -9,7 +9,7 @@ from advisor.errors import AdvisorError
 from advisor.model_source import load_model
 from advisor.pruning import parameters, prune_to, pruning_units, uniform_at_parameters, uniform_counts
 from advisor.layers import conv_layers
-from advisor.recommend import Setup, conv_slots, measure_networks, parse_budget, recommend
+from advisor.recommend import MARGIN, Setup, conv_slots, measure_networks, next_aim, parse_budget, recommend
 from advisor.store import ResultStore
 from advisor.targets import parse_target
 from advisor.timing import TimingPolicy
@@ -20,6 +20,17 @@ from conftest import run_advisor
 def test_malformed_budget(text):
     with pytest.raises(AdvisorError, match="budget"):
         parse_budget(text)
+
+
+def test_after_a_plan_over_budget_the_aim_allows_for_a_slower_machine():
+    aim = 20 * (1 - MARGIN)
+    # the model was right in the units of the calibration, the machine 14% slower at the check
+    drifted = next_aim(aim, 20.0, measured_ms=20.74, unpruned_at_calibration_ms=32.78, unpruned_at_check_ms=37.42)
+    assert drifted == pytest.approx(20 * (1 - MARGIN) * 32.78 / 37.42)
+    # the machine as fast as at calibration: the overshoot alone tightens the aim
+    assert next_aim(aim, 20.0, 21.0, 35.0, 35.0) == pytest.approx(aim * 20 / 21)
+    # a faster machine at the check never loosens it past the budget's margin
+    assert next_aim(aim, 20.0, 20.5, 35.0, 30.0) == pytest.approx(aim * 20 / 20.5)
 
 
 def test_units_respect_residual_and_depthwise_dependencies():

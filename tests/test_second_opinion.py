@@ -1,10 +1,12 @@
-"""Second opinions: suspects are re-measured in a fresh process and the faster run is kept."""
+"""Second opinions: suspects are re-measured (in this process, or a fresh one for PyTorch on CUDA) and the
+faster run is kept."""
 
 import pandas as pd
+import pytest
 
 from advisor.layers import conv_layers, find_layer
 from advisor.model_source import load_model
-from advisor.second_opinion import confirm, suspects
+from advisor.second_opinion import FreshProcess, ThisProcess, confirm, second_runner, suspects
 from advisor.store import ResultStore
 from advisor.sweep import SweepPlan, run_sweep, series_frame
 from advisor.targets import parse_target
@@ -29,7 +31,8 @@ def test_traps_and_points_above_the_prior_are_suspects_and_active_sweeps_skip_tr
     assert suspects(rows, prior={}) == []
 
 
-def test_a_planted_slow_run_is_replaced_by_a_fresh_process(tmp_path):
+@pytest.mark.parametrize("where", ["this process", "a fresh process"])
+def test_a_planted_slow_run_is_replaced_by_a_second_run(tmp_path, where):
     plan = _plan(tmp_path, [8, 16, 24, 32])
     with ResultStore(tmp_path / "r.db") as store:
         run_sweep(plan, store, show_progress=False)
@@ -38,11 +41,12 @@ def test_a_planted_slow_run_is_replaced_by_a_fresh_process(tmp_path):
         real_ms = row["min_ms"]
         planted = {k: v for k, v in row.items() if k != "id"} | {"min_ms": real_ms * 3, "median_ms": real_ms * 3}
         store.save({k: (v.item() if hasattr(v, "item") else v) for k, v in planted.items()})
-        outcome = confirm(plan, store, show_progress=False)
+        with (ThisProcess() if where == "this process" else FreshProcess(1)) as process:
+            outcome = confirm(plan, store, show_progress=False, process=process)
         after = series_frame(plan, store).set_index("channels")
     assert 16 in outcome.suspects and 16 in outcome.changed
     assert after.loc[16, "runs"] == 2 and after.loc[16, "slower_run_ms"] == real_ms * 3
-    assert after.loc[16, "min_ms"] < real_ms * 2  # the fresh process measured it at its real speed
+    assert after.loc[16, "min_ms"] < real_ms * 2  # the second run measured it at its real speed
     assert set(after.runs.fillna(1)) <= {1, 2}
 
 
@@ -57,3 +61,13 @@ def test_a_tuned_point_gets_its_second_opinion_from_the_schedule_cache(tmp_path)
         after = series_frame(plan, store).set_index("channels")
     assert outcome.suspects == [8] and after.loc[8, "runs"] == 2
     assert after.loc[8, "max_abs_err"] <= 1e-3 and after.loc[8, "min_ms"] < row["min_ms"] * 50
+
+
+def test_second_runs_need_a_fresh_process_only_where_cudnn_chooses_per_process(tmp_path):
+    from dataclasses import replace
+
+    plan = _plan(tmp_path, [8])
+    assert isinstance(second_runner(plan), ThisProcess)
+    assert isinstance(second_runner(replace(plan, backend="tvm")), ThisProcess)
+    cuda = replace(plan, target=parse_target("cuda", 1))
+    assert isinstance(second_runner(cuda), FreshProcess)  # nothing starts until it measures
