@@ -61,22 +61,26 @@ class CostModel:
     provenance: dict = field(default_factory=dict)
     statistic: str = "min"  # which measured column it predicts: min_ms or median_ms
     tile: int = 1  # the baseline pads output channels to multiples of this
+    features: list[str] | None = None  # the feature columns the trees see (None: all of feature_frame's)
 
     @property
     def column(self) -> str:
         return STATISTICS[self.statistic]
 
-    def predict(self, rows: pd.DataFrame) -> np.ndarray:
-        return self.predict_spread(rows)[0]
+    def predict(self, rows: pd.DataFrame, features: pd.DataFrame | None = None) -> np.ndarray:
+        return self.predict_spread(rows, features)[0]
 
-    def predict_spread(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Mean prediction (ms) and the ensemble's relative spread (0 for a single model)."""
+    def predict_spread(self, rows: pd.DataFrame, features: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean prediction (ms) and the ensemble's relative spread (0 for a single model);
+        `features`: feature_frame(rows), where the caller keeps it (an active sweep predicts the same
+        candidates every round)."""
         xgb = _xgboost()
 
         if len(rows) == 0:
             return np.zeros(0), np.zeros(0)
         base = baseline_design(rows, self.tile) @ np.asarray(self.baseline)
-        matrix = xgb.DMatrix(feature_frame(rows).to_numpy())
+        frame = feature_frame(rows) if features is None else features
+        matrix = xgb.DMatrix((frame if self.features is None else frame[self.features]).to_numpy())
         logs = np.stack([booster.predict(matrix) for booster in self.boosters]) + base
         predictions = np.exp(logs)
         mean = predictions.mean(axis=0)
@@ -86,7 +90,8 @@ class CostModel:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         document = {"format": FORMAT, "backend": self.backend, "target": self.target, "statistic": self.statistic,
-                    "tile": self.tile, "baseline": self.baseline, "provenance": self.provenance,
+                    "tile": self.tile, "features": self.features, "baseline": self.baseline,
+                    "provenance": self.provenance,
                     "boosters": [booster.save_raw("json").decode() for booster in self.boosters]}
         path.write_text(json.dumps(document))
         return path
@@ -110,7 +115,8 @@ class CostModel:
             booster.load_model(bytearray(raw.encode()))
             boosters.append(booster)
         return cls(document["backend"], document["target"], document["baseline"], boosters,
-                   document.get("provenance", {}), document.get("statistic", "median"), document.get("tile", 1))
+                   document.get("provenance", {}), document.get("statistic", "median"), document.get("tile", 1),
+                   document.get("features"))
 
 
 def usable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -134,7 +140,7 @@ def fit(frame: pd.DataFrame, *, members: int = 1, seed: int = 0, rounds: int = 3
     target = np.log(rows[STATISTICS[statistic]].to_numpy())
     tile, baseline = fit_baseline(rows, target, tile_prior)
     residual = target - baseline_design(rows, tile) @ baseline
-    features = feature_frame(rows)
+    features = varying(feature_frame(rows))
     generator = np.random.default_rng(seed)
     boosters = []
     for member in range(members):
@@ -143,7 +149,18 @@ def fit(frame: pd.DataFrame, *, members: int = 1, seed: int = 0, rounds: int = 3
         matrix = xgb.DMatrix(features.to_numpy()[index], label=residual[index])
         boosters.append(xgb.train({**_PARAMS, "seed": seed + member}, matrix, num_boost_round=rounds))
     return CostModel(str(pairs.backend.iloc[0]), str(pairs.target.iloc[0]), baseline.tolist(), boosters,
-                     _provenance(rows, source), statistic, tile)
+                     _provenance(rows, source), statistic, tile, list(features.columns))
+
+
+def varying(features: pd.DataFrame) -> pd.DataFrame:
+    """The columns that vary over the training rows: a tree cannot split on a constant one, so the
+    trees are the same without them, and in a sweep of one layer ~110 of ~150 are constant (its
+    geometry, its input channels' residues), which made boosting 2.5x slower."""
+    values = features.to_numpy()
+    keep = np.ptp(values, axis=0) > 0
+    if not keep.any():
+        keep[list(features.columns).index("channels")] = True
+    return features.loc[:, keep]
 
 
 def fit_baseline(rows: pd.DataFrame, log_latency: np.ndarray,
@@ -171,7 +188,8 @@ def fit_baseline(rows: pd.DataFrame, log_latency: np.ndarray,
 
 
 def _provenance(rows: pd.DataFrame, source: str) -> dict:
-    ids = ",".join(f"{r.model}/{r.layer}/{r.channels}/{r.trials}/{r.measured_at}" for r in rows.itertuples())
+    ids = ",".join(f"{m}/{layer}/{c}/{t}/{at}" for m, layer, c, t, at in  # columns, not itertuples: rows are wide
+                   zip(rows.model, rows.layer, rows.channels, rows.trials, rows.measured_at))
     versions = {column: sorted(rows[column].dropna().astype(str).unique().tolist())
                 for column in ("tvm_version", "torch_version", "cpu_model", "device", "hostname")
                 if column in rows}

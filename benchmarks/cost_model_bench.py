@@ -51,6 +51,9 @@ def _active_sweep_here(plan: SweepPlan, database: Path, accuracy: float, second_
     from advisor.store import ResultStore
 
     torch.set_num_threads(1)
+    if plan.target.kind == "cuda":  # start CUDA and cuDNN before the clock, as the exhaustive sweeps' process has
+        torch.nn.functional.conv2d(torch.zeros(1, 8, 8, 8, device="cuda"), torch.zeros(8, 8, 3, 3, device="cuda"))
+        torch.cuda.synchronize()
     with ResultStore(database) as store:
         return run_active_sweep(plan, store, accuracy=accuracy, show_progress=False, second_opinions=second_opinions)
 
