@@ -24,7 +24,7 @@ from rich.console import Console
 from advisor.cost_model import PRIOR_MARGIN, WITHIN, CostModel, fit
 from advisor.errors import AdvisorError
 from advisor.features import feature_frame
-from advisor.second_opinion import can_confirm, confirm, second_runner
+from advisor.second_opinion import ThisProcess, can_confirm, confirm
 from advisor.store import ResultStore
 from advisor.sweep import SweepPlan, SweepSummary, geometry_columns, run_sweep, series_frame
 from advisor.targets import simd_lanes
@@ -260,7 +260,6 @@ def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0
     summary = SweepSummary()
     newly: list[int] = []
     confirming = second_opinions and can_confirm(plan)
-    second = second_runner(plan)
 
     def measure(todo: list[int], prior: dict[int, float] | None = None) -> None:
         """Measure, then second opinions on this round's suspects: points well above what the
@@ -269,33 +268,30 @@ def run_active_sweep(plan: SweepPlan, store: ResultStore, *, accuracy: float = 0
         newly.extend(result.measured)
         summary.failed.update(result.failed)
         if confirming:
-            # a fresh process (CUDA) starts after measuring, so that its start-up overlaps the suspects'
-            # fit: started before the first measurements, it made a block of them read 5-39% slow
-            second.start()
-            confirm(plan, store, show_progress=show_progress, process=second, prior=prior, traps=False)
-            second.ready()
+            # in this process even on CUDA, where cuDNN keeps its first algorithm choice for the second run:
+            # the model, not each count, is the result here, and on the H200 a fresh process took ~4 s, half
+            # the sweep's time (fp32, 20:50 UTC: 6.8 and 8.6 s with it, 90.5 and 100% within 10%; 4.0 and
+            # 4.1 s with no second opinions, 100 and 94.8%)
+            confirm(plan, store, show_progress=show_progress, process=ThisProcess(), prior=prior, traps=False)
 
-    try:
-        first = search.first(set(series_frame(plan, store).channels.astype(int)))
-        if first:
-            measure(first)
-        while True:
-            rows = series_frame(plan, store)
-            if len(rows) < 4:
-                raise AdvisorError(f"only {len(rows)} counts measured successfully; cannot fit a model "
-                                   f"(failures: {summary.failed})")
-            decision = search.decide(rows, set(summary.failed), time.perf_counter() - started)
-            if show_progress:
-                last = search.history[-1]
-                shown = "-" if last["unchanged_share"] is None else f"{last['unchanged_share']:.0%}"
-                right = "-" if last["picks_within_10pct"] is None else f"{last['picks_within_10pct']:.0%}"
-                stderr.print(f"active: {len(rows)} counts measured; predictions unchanged (within 10%): {shown}; "
-                             f"last picks predicted within 10%: {right}")
-            if not decision.picks:
-                return ActiveOutcome(sorted(rows.channels.astype(int)), sorted(newly),
-                                     cross_validated_within(rows, tile_prior=lanes), decision.reached,
-                                     time.perf_counter() - started,
-                                     decision.model, summary.failed, search.history)
-            measure(decision.picks, prior=decision.prior)
-    finally:
-        second.close()
+    first = search.first(set(series_frame(plan, store).channels.astype(int)))
+    if first:
+        measure(first)
+    while True:
+        rows = series_frame(plan, store)
+        if len(rows) < 4:
+            raise AdvisorError(f"only {len(rows)} counts measured successfully; cannot fit a model "
+                               f"(failures: {summary.failed})")
+        decision = search.decide(rows, set(summary.failed), time.perf_counter() - started)
+        if show_progress:
+            last = search.history[-1]
+            shown = "-" if last["unchanged_share"] is None else f"{last['unchanged_share']:.0%}"
+            right = "-" if last["picks_within_10pct"] is None else f"{last['picks_within_10pct']:.0%}"
+            stderr.print(f"active: {len(rows)} counts measured; predictions unchanged (within 10%): {shown}; "
+                         f"last picks predicted within 10%: {right}")
+        if not decision.picks:
+            return ActiveOutcome(sorted(rows.channels.astype(int)), sorted(newly),
+                                 cross_validated_within(rows, tile_prior=lanes), decision.reached,
+                                 time.perf_counter() - started,
+                                 decision.model, summary.failed, search.history)
+        measure(decision.picks, prior=decision.prior)

@@ -13,8 +13,9 @@ median 1.001, and the two lifted the sweep's agreement with a later one alike (8
 91.1%; data/cpu/cost_model_bench.txt). This one costs no start-up (1-2 s on the CPU, more where it
 starts CUDA). cuDNN, with cudnn.benchmark, picks its algorithm once per shape and process, and
 that choice moves single counts on the H100 and H200: there a second opinion needs a new process.
-An active sweep leaves traps out (traps=False): there the model, not each measured count, is the
-result, and a trap the model predicted within 10% is already corroborated by it.
+An active sweep leaves traps out (traps=False) and asks in this process even on CUDA (active.py says
+why): there the model, not each measured count, is the result, and a trap the model predicted
+within 10% is already corroborated by it.
 """
 
 from __future__ import annotations
@@ -80,11 +81,6 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _import_measuring_code() -> None:
-    import advisor.backends  # noqa: F401
-    import advisor.sweep  # noqa: F401
-
-
 def _measure_elsewhere(plan, count: int) -> dict:
     from advisor import tuning
     from advisor.sweep import measure_point
@@ -95,12 +91,6 @@ def _measure_elsewhere(plan, count: int) -> dict:
 
 class ThisProcess:
     """Second runs in this process (see the module's docstring)."""
-
-    def start(self) -> None:
-        pass
-
-    def ready(self) -> None:
-        pass
 
     def measure(self, plan, count: int) -> dict:
         from advisor.sweep import measure_point
@@ -124,25 +114,12 @@ class FreshProcess:
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self._pool: ProcessPoolExecutor | None = None
-        self._imported = None  # the future of its start-up imports
 
-    def start(self) -> None:
-        """Start the process and its imports (1-2 s) now, so that they overlap with work that is not
-        a measurement (a model fit), then call ready() before measuring anything: measurements that
-        overlapped its start-up on this 2-core CPU read 5-39% slow."""
-        if self._pool is None:
+    def measure(self, plan, count: int) -> dict:
+        if self._pool is None:  # its start-up takes 1-2 s on the CPU, more where it starts CUDA
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(1, mp_context=context, initializer=_worker_init,
                                              initargs=(self.threads,))
-            self._imported = self._pool.submit(_import_measuring_code)
-
-    def ready(self) -> None:
-        """Wait until its start-up is over (at once if it was never started)."""
-        if self._imported is not None:
-            self._imported.result()
-
-    def measure(self, plan, count: int) -> dict:
-        self.start()
         try:
             return self._pool.submit(_measure_elsewhere, replace(plan, channels=[count]), count).result()
         except BrokenProcessPool:
@@ -152,7 +129,7 @@ class FreshProcess:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
-            self._pool = self._imported = None
+            self._pool = None
 
     def __enter__(self) -> "FreshProcess":
         return self
