@@ -75,7 +75,7 @@ def sweep(
                                    help="active: stop when this share of predictions has settled (moves < 10%)."),
     max_points: Optional[int] = typer.Option(None, "--max-points", help="active: measure at most this many."),
     second_opinion: bool = typer.Option(True, "--second-opinion/--no-second-opinion",
-                                        help="Measure traps and outliers again in a fresh process."),
+                                        help="Measure traps and outliers again and keep the faster run."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or float16 (weights, input and output)."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure and tune on a TVM RPC server HOST:PORT."),
     tracker: Optional[str] = typer.Option(None, "--tracker", help="TVM RPC tracker HOST:PORT (with --key)."),
