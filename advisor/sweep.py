@@ -92,7 +92,7 @@ def run_sweep(plan: SweepPlan, store: ResultStore, show_progress: bool = True) -
     done = store.measured_keys(**{k: v for k, v in plan.fixed_columns().items()})
     todo = [count for count in plan.channels if plan.key(count) not in done]
     summary.skipped = [count for count in plan.channels if plan.key(count) in done]
-    if summary.skipped:
+    if summary.skipped and show_progress:
         stderr.print(f"resuming: {len(summary.skipped)} of {len(plan.channels)} points already in {store.path}")
     env = environment(plan.target.kind, plan.threads)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),

@@ -11,9 +11,12 @@ Prints:
      the mean of all exhaustive sweeps; and how well consecutive exhaustive sweeps agree (the
      accuracy of measuring every count), with and without second opinions. The machine's speed
      drifts by several percent within minutes, so the sweeps around an active one are its
-     reference. Then the time against an exhaustive sweep at the same accuracy: the cheaper of
-     "one pass" and "one pass and second opinions" whose median score, scored as the active sweeps
-     are, is at least the active sweeps' median (at_same_accuracy);
+     reference. Then the time against an exhaustive sweep at the same accuracy: the cheapest of
+     three ways of measuring every count (one pass; one pass and second opinions on its outliers,
+     the points more than 10% above a k-fold model, the rule an active sweep applies to its own
+     points; those and second opinions on its traps too, as `advisor sweep` runs by default) whose
+     median score, scored as the active sweeps are, is at least the active sweeps' median
+     (at_same_accuracy);
   3. recommended against uniform pruning at equal parameters, and predicted against measured.
 
 Backend: PyTorch (oneDNN) on this CPU with one thread (MetaSchedule tuning of 225 counts does
@@ -32,6 +35,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,26 +71,22 @@ def active_sweep(plan: SweepPlan, database: Path, accuracy: float, fresh: bool, 
         return pool.submit(_active_sweep_here, plan, database, accuracy, second_opinions).result()
 
 
-def at_same_accuracy(active: float, first_pass: float, kept: float, first_ratios: list[float],
-                     ratios: list[float], shares: list[float]) -> None:
-    """Print the time against an exhaustive sweep at the active sweeps' accuracy: the cheaper way of
-    measuring every count (one pass, or one pass and second opinions on its suspects) whose median
-    score, scored as the active sweeps are, is at least theirs; if neither is, the more accurate one,
-    a lower bound of the time one at their accuracy would take."""
+def at_same_accuracy(active: float, modes: list[tuple[str, float, list[float]]], shares: list[float]) -> None:
+    """Print the time against an exhaustive sweep at the active sweeps' accuracy: the cheapest way of
+    measuring every count (`modes`, cheapest first: name, median score scored as the active sweeps
+    are, each active sweep's time ratio against it) whose median score is at least theirs; if none
+    is, the most accurate one, a lower bound of the time one at their accuracy would take."""
     import numpy as np
 
-    if first_pass >= active:
-        name, chosen = "its first pass alone", first_ratios
-    elif kept >= active:
-        name, chosen = "its first pass and second opinions", ratios
-    else:
-        name, chosen = ("neither reached it; its first pass and second opinions, the more accurate, as a lower "
-                        "bound"), ratios
+    reached = [mode for mode in modes if mode[1] >= active]
+    name, _, chosen = reached[0] if reached else modes[-1]
+    if not reached:
+        name = f"none reached it; {name}, the most accurate, as a lower bound"
     both = sum(r >= 10 and a >= 0.95 for r, a in zip(chosen, shares))
+    scores = ", ".join(f"{mode} {score:.1%}" for mode, score, _ in modes)
     print(f"against an exhaustive sweep at the same accuracy (median within 10% of the sweeps around: active "
-          f"{active:.1%}, exhaustive first passes {first_pass:.1%}, with second opinions {kept:.1%}; so "
-          f"{name}): {np.median(chosen):.1f}x less time (range {min(chosen):.1f}-{max(chosen):.1f}); {both} of "
-          f"{len(chosen)} met both targets", flush=True)
+          f"{active:.1%}; exhaustive {scores}; so {name}): {np.median(chosen):.1f}x less time (range "
+          f"{min(chosen):.1f}-{max(chosen):.1f}); {both} of {len(chosen)} met both targets", flush=True)
 
 
 def main() -> None:
@@ -125,6 +125,10 @@ def main() -> None:
     parser.add_argument("--active-second-opinions", choices=("on", "off", "alternate"), default="on",
                         help="whether active sweeps give their own second opinions (alternate: odd sweeps do, even "
                         "ones do not, to compare them under the same conditions)")
+    parser.add_argument("--order", choices=("shuffled", "ascending"), default="shuffled",
+                        help="the order in which exhaustive sweeps measure their counts: shuffled (default), so that a "
+                        "slow spell of the machine falls on scattered counts, which second opinions on outliers catch, "
+                        "instead of on a run of neighbours that looks like a step; or ascending, as `advisor sweep` does")
     parser.add_argument("--work", default=None, help="folder for the databases (default: a temporary one)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -140,31 +144,44 @@ def main() -> None:
                      str(work / "tuning_logs"), dtype=args.dtype, policy=policy)
     print(f"# {args.model} {args.layer} ({layer.in_channels}->{layer.out_channels}, input "
           f"{'x'.join(map(str, layer.input_shape))}), torch on {target.name} {args.dtype}, 1 thread, {len(counts)} "
-          f"counts, {args.repeats} samples a point; work in {work}", flush=True)
+          f"counts, {args.repeats} samples a point, exhaustive sweeps in {args.order} order; work in {work}",
+          flush=True)
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {device_name(target.kind)}, torch "
           f"{torch.__version__}, load average before: {os.getloadavg()[0]:.2f}", flush=True)
 
     second_opinions = not args.no_second_opinions
 
-    def exhaustive_sweep(database: Path, show: bool) -> dict:
-        """Every count, then (unless --no-second-opinions) second opinions on the suspects; the first
-        pass's time and values kept apart, to tell what the second opinions bought."""
+    def exhaustive_sweep(database: Path, show: bool, seed: int) -> dict:
+        """Every count (in --order), then (unless --no-second-opinions) second opinions: first on the outliers (more
+        than 10% above a k-fold model), then on the traps too; the time and values after each stage kept
+        apart, to tell what each bought."""
+        def latencies(frame: pd.DataFrame) -> pd.Series:
+            return frame.set_index("channels").min_ms.reindex(counts)
+
+        ordered = plan if args.order == "ascending" else \
+            replace(plan, channels=[int(c) for c in np.random.default_rng(seed).permutation(counts)])
         with ResultStore(database) as store:
             began = time.perf_counter()
-            run_sweep(plan, store, show_progress=show)
+            run_sweep(ordered, store, show_progress=show)
             first_s = time.perf_counter() - began
             first_runs = usable(store.frame())
-            second = confirm(plan, store, show_progress=show) if second_opinions else None
+            outliers = confirm(ordered, store, show_progress=show, traps=False) if second_opinions else None
+            outlier_s = time.perf_counter() - began
+            outlier_ms = latencies(usable(store.frame()))
+            second = confirm(ordered, store, show_progress=show) if second_opinions else None
             rows = usable(store.frame())
-        return {"seconds": time.perf_counter() - began, "first_seconds": first_s, "second": second, "rows": rows,
-                "ms": rows.set_index("channels").min_ms.reindex(counts),
-                "first_ms": first_runs.set_index("channels").min_ms.reindex(counts), "first_rows": first_runs}
+        return {"seconds": time.perf_counter() - began, "first_seconds": first_s, "outlier_seconds": outlier_s,
+                "outliers": outliers, "second": second, "rows": rows, "ms": latencies(rows),
+                "outlier_ms": outlier_ms, "first_ms": latencies(first_runs), "first_rows": first_runs}
 
-    first = exhaustive_sweep(work / "exhaustive.db", True)
+    first = exhaustive_sweep(work / "exhaustive.db", True, 0)
     exhaustive, first_runs, second = first["rows"], first["first_rows"], first["second"]
+    outliers = first["outliers"]
     print(f"exhaustive sweep: {len(counts)} counts in {first['seconds']:.1f} s" + (
-        f", of which second opinions {second.seconds:.1f} s on {len(second.suspects)} suspects "
-        f"({len(second.changed)} were faster the second time)" if second else ", no second opinions"), flush=True)
+        f", of which second opinions {outliers.seconds + second.seconds:.1f} s: {outliers.seconds:.1f} s on "
+        f"{len(outliers.suspects)} outliers ({len(outliers.changed)} were faster the second time), then "
+        f"{second.seconds:.1f} s on {len(second.suspects)} traps ({len(second.changed)} faster)" if second else
+        ", no second opinions"), flush=True)
     fitted = (("first runs only", first_runs), ("with second opinions", exhaustive)) if second else \
         (("one run a count", exhaustive),)
     for label, frame in fitted:
@@ -190,7 +207,7 @@ def main() -> None:
                                own_opinions)
         with ResultStore(work / f"active-{attempt}.db") as store:
             active.append((outcome, usable(store.frame()).set_index("channels").min_ms))
-        sweeps.append(exhaustive_sweep(work / f"exhaustive-{attempt}.db", False))
+        sweeps.append(exhaustive_sweep(work / f"exhaustive-{attempt}.db", False, attempt))
         print(f"active sweep {attempt}{'' if own_opinions else ' (no second opinions of its own)'}: "
               f"{len(outcome.measured)} of {len(counts)} counts in {outcome.seconds:.1f} s, "
               f"model {'settled' if outcome.reached else 'NOT settled'} at {args.accuracy:.0%}; then exhaustive "
@@ -208,20 +225,23 @@ def main() -> None:
               f"median {float((after['ms'] / before['ms']).median()):.3f}", flush=True)
     # an exhaustive sweep scored as the active ones are: against the mean of the sweeps around it (as kept,
     # with their second opinions), its first pass alone and with its second opinions
-    exhaustive_scores, first_pass_scores = [], []
+    exhaustive_scores, outlier_scores, first_pass_scores = [], [], []
     for index in range(1, len(sweeps) - 1):
         around = (sweeps[index - 1]["ms"] + sweeps[index + 1]["ms"]) / 2
         exhaustive_scores.append(within(sweeps[index]["ms"], around))
+        outlier_scores.append(within(sweeps[index]["outlier_ms"], around))
         first_pass_scores.append(within(sweeps[index]["first_ms"], around))
         print(f"exhaustive sweep {index + 1}: within 10% of the mean of the sweeps around it on "
-              f"{exhaustive_scores[-1]:.1%} of counts (first pass alone: {first_pass_scores[-1]:.1%})", flush=True)
+              f"{exhaustive_scores[-1]:.1%} of counts (first pass alone: {first_pass_scores[-1]:.1%}; with second "
+              f"opinions on its outliers only: {outlier_scores[-1]:.1%})", flush=True)
     overall = sum(sweep["ms"] for sweep in sweeps) / len(sweeps)
-    ratios, first_ratios, shares = [], [], []
+    ratios, outlier_ratios, first_ratios, shares = [], [], [], []
     for attempt, (outcome, own) in enumerate(active, 1):
         sweep_before, sweep_after = sweeps[attempt - 1], sweeps[attempt]
         before, after = sweep_before["ms"], sweep_after["ms"]
         exhaustive_time = (sweep_before["seconds"] + sweep_after["seconds"]) / 2
         first_pass_time = (sweep_before["first_seconds"] + sweep_after["first_seconds"]) / 2
+        outlier_time = (sweep_before["outlier_seconds"] + sweep_after["outlier_seconds"]) / 2
         unseen = exhaustive[~exhaustive.channels.isin(outcome.measured)]
         predicted = pd.Series(outcome.model.predict(unseen), index=unseen.channels.to_numpy())
         references = {"the sweep before": before, "the sweep after": after, "their mean": (before + after) / 2,
@@ -234,10 +254,12 @@ def main() -> None:
         drift = float((own / references["their mean"].reindex(own.index)).median())
         ratios.append(exhaustive_time / outcome.seconds)
         first_ratios.append(first_pass_time / outcome.seconds)
+        outlier_ratios.append(outlier_time / outcome.seconds)
         shares.append(scored["their mean"][0])
         figures = "; ".join(f"{name} {share:.1%} (MAPE {mape:.1f}%)" for name, (share, mape) in scored.items())
-        against_first = f" ({first_ratios[-1]:.1f}x less than their first passes alone, {first_pass_time:.1f} s)" \
-            if second_opinions else ""
+        against_first = (f" ({first_ratios[-1]:.1f}x less than their first passes alone, {first_pass_time:.1f} s; "
+                         f"{outlier_ratios[-1]:.1f}x less than those and second opinions on their outliers, "
+                         f"{outlier_time:.1f} s)") if second_opinions else ""
         print(f"active sweep {attempt}: {outcome.seconds:.1f} s against {exhaustive_time:.1f} s for the exhaustive "
               f"sweeps around it: {ratios[-1]:.1f}x less time{against_first}, "
               f"{len(counts) / len(outcome.measured):.1f}x fewer counts (target >= 10x); on the {len(unseen)} counts "
@@ -252,8 +274,11 @@ def main() -> None:
                                     f"{np.median(first_ratios):.1f}x (range {min(first_ratios):.1f}-"
                                     f"{max(first_ratios):.1f})" if second_opinions else ""), flush=True)
     if second_opinions and len(ratios) > 1 and exhaustive_scores:
-        at_same_accuracy(np.median(shares), np.median(first_pass_scores), np.median(exhaustive_scores),
-                         first_ratios, ratios, shares)
+        at_same_accuracy(np.median(shares), [("one pass", np.median(first_pass_scores), first_ratios),
+                                             ("one pass and second opinions on its outliers",
+                                              np.median(outlier_scores), outlier_ratios),
+                                             ("one pass and second opinions on its outliers and traps",
+                                              np.median(exhaustive_scores), ratios)], shares)
 
     if args.no_recommend:
         return
