@@ -126,3 +126,30 @@ def test_cli_recommend_errors_and_outputs(tmp_path):
     assert plan["predicted_at_check_ms"] > 0 and plan["unpruned_at_calibration_ms"] > 0
     program = torch.export.load(str(tmp_path / "out" / "pruned.pt2"))
     assert program.module()(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
+
+
+def test_measured_plans_scale_the_predictions(tmp_path):
+    """Near the budget the line through the unpruned and the halved network ran 6-7% low; a plan
+    measured over budget then sets a scale, so that the next plan is predicted from its reading."""
+    from advisor.cost_model import fit
+    from advisor.recommend import Predictor, measure_layers
+
+    loaded = load_model("tinynet", "1x3x32x32")
+    setup = Setup(loaded, "torch", parse_target("llvm", 1), 0, 1, str(tmp_path / "t"),
+                  TimingPolicy(repeats=3, min_sample_ms=2), samples=3)
+    example = torch.randn(loaded.input_shape)
+    units = pruning_units(loaded.module, example)
+    slots = conv_slots(conv_layers(loaded), units)
+    with ResultStore(tmp_path / "r.db") as store:
+        predictor = Predictor(fit(measure_layers(setup, slots, store)), slots)
+    full, half, plan = ({u.name: u.channels for u in units}, uniform_counts(units, 0.5), uniform_counts(units, 0.75))
+    anchors_ms = list(0.1 + 1.5 * predictor.conv_sum([full, half]))  # on a line: the fit is exact
+    predictor.calibrate([full, half], anchors_ms)
+    assert predictor.scale == 1 and predictor.network([full, half]) == pytest.approx(anchors_ms)
+    before = float(predictor.network([plan])[0])
+    predictor.calibrate([full, half], anchors_ms, [plan], [before * 1.07])
+    assert predictor.scale == pytest.approx(1.07) and predictor.network([plan])[0] == pytest.approx(before * 1.07)
+    other = uniform_counts(units, 0.9)
+    other_ms = float(predictor.network([other])[0]) / 1.07 * 0.95  # a second plan, 5% under the line
+    predictor.calibrate([full, half], anchors_ms, [plan, other], [before * 1.07, other_ms])
+    assert predictor.scale == pytest.approx((1.07 * 0.95) ** 0.5)
