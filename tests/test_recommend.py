@@ -52,25 +52,33 @@ def test_units_respect_residual_and_depthwise_dependencies():
 
 
 def test_recommend_meets_a_reachable_budget(tmp_path):
-    loaded = load_model("tinynet", "1x3x64x64")
+    loaded = load_model("tinynet", "1x3x128x128")
     policy = TimingPolicy(repeats=5, min_sample_ms=5)
     example = torch.randn(loaded.input_shape)
-    setup = Setup(loaded, "torch", parse_target("llvm", 1), 0, 1, str(tmp_path / "t"), policy, samples=4)
-    # reachable by construction: midway between the network and the network with every width
-    # halved, timed interleaved as recommend times networks (tinynet is partly bound by call
-    # overhead, so a fixed share of the unpruned latency met timing noise on this shared machine)
+    setup = Setup(loaded, "torch", parse_target("llvm", 1), 0, 1, str(tmp_path / "t"), policy, samples=4,
+                  min_ratio=0.1)
+    # reachable by construction, and needing pruning, even if the machine's speed moves between this
+    # measurement and recommend's own: the geometric mean of the network and of the network with
+    # every width at a quarter, timed interleaved as recommend times networks, about 0.63 of the
+    # network's time, while recommend may prune to a tenth (0.30-0.37 of it at 128x128). A shared AMD
+    # EPYC's speed moved tinynet by up to 46% within a minute; midway to the halved network at 64x64
+    # (as before) held only for speeds 0.83-1.6 times this one's and failed 3 runs in 6
     units = pruning_units(loaded.module, example)
-    half = prune_to(loaded.module, example, units, uniform_counts(units, 0.5))
-    unpruned, halved = measure_networks(setup, [loaded.module, half], example)
-    budget = (unpruned + halved) / 2
+    quarter = prune_to(loaded.module, example, units, uniform_counts(units, 0.25))
+    unpruned, quartered = measure_networks(setup, [loaded.module, quarter], example)
+    budget = (unpruned * quartered) ** 0.5
     with ResultStore(tmp_path / "r.db") as store:
         result = recommend(setup, store, budget_ms=budget)
         stored = store.frame()
     assert result.plan.met and result.plan.predicted_ms <= budget
     assert len(stored) == result.fit_points and set(stored.backend) == {"torch"}
     assert result.recommended_ms > 0 and result.uniform_ms > 0
-    # the calibration's reading of the unpruned network, against which drift is judged, is that network's
-    assert 0.7 < result.calibration_unpruned_ms / result.unpruned_ms < 1.3
+    # drift is judged against the calibration's reading of the unpruned network (the first anchor; on
+    # this shared machine tinynet's latency moved 46% between calibration and check, so the two
+    # readings are not compared here)
+    assert result.calibration_unpruned_ms == result.calibration["measured_anchors_ms"][0] > 0
+    assert result.predicted_at_check_ms == pytest.approx(
+        result.plan.predicted_ms * result.unpruned_ms / result.calibration_unpruned_ms)
     counts = result.plan.counts
     assert any(counts[u.name] < u.channels for u in result.units)
     assert parameters(result.pruned) == result.parameters["recommended"] < result.parameters["unpruned"]
