@@ -1,5 +1,16 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+"""The one exception type the CLI turns into a one-line message and a non-zero exit, and the
+one rule for turning any other error into a line."""
 
 
 class AdvisorError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+def one_line(error: BaseException, limit: int = 500) -> str:
+    """A one-line summary of an error: its first non-empty line, or for a text that carries a
+    traceback the last one, where the message is."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    line = lines[-1] if any(line.startswith("Traceback") for line in lines) else lines[0]
+    return line[:limit]

@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from advisor.active import replay
-from advisor.cost_model import SERIES, usable
-from advisor.store import ResultStore
+from advisor.learn.active import replay
+from advisor.store.results import usable
+from advisor.store.schema import SERIES
+from advisor.store.results import ResultStore
 
 
 def read_curves(path: str) -> pd.DataFrame:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from advisor.sweep import SweepPlan
+    from advisor.measure.sweep import SweepSpec
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")
 
@@ -48,21 +48,31 @@ os.environ.setdefault("TVM_NUM_THREADS", "1")
 # The heavy imports live inside the functions: a spawned process imports this file first, and an
 # active sweep's second-opinion process would spend seconds importing what it does not use.
 
-def _active_sweep_here(plan: SweepPlan, database: Path, accuracy: float, second_opinions: bool = True):
+def _progress(show: bool):
+    """A live bar (or a line a point) on stderr, or nothing."""
+    from rich.console import Console
+
+    from advisor.progress import SILENT
+    from advisor.report.progress import ConsoleProgress
+
+    return ConsoleProgress(Console(stderr=True)) if show else SILENT
+
+
+def _active_sweep_here(plan: SweepSpec, database: Path, accuracy: float, second_opinions: bool = True):
     import torch
 
-    from advisor.active import run_active_sweep
-    from advisor.store import ResultStore
+    from advisor.learn.active import run_active_sweep
+    from advisor.store.results import ResultStore
 
     torch.set_num_threads(1)
     if plan.target.kind == "cuda":  # start CUDA and cuDNN before the clock, as the exhaustive sweeps' process has
         torch.nn.functional.conv2d(torch.zeros(1, 8, 8, 8, device="cuda"), torch.zeros(8, 8, 3, 3, device="cuda"))
         torch.cuda.synchronize()
     with ResultStore(database) as store:
-        return run_active_sweep(plan, store, accuracy=accuracy, show_progress=False, second_opinions=second_opinions)
+        return run_active_sweep(plan, store, accuracy=accuracy, second_opinions=second_opinions)
 
 
-def active_sweep(plan: SweepPlan, database: Path, accuracy: float, fresh: bool, second_opinions: bool):
+def active_sweep(plan: SweepSpec, database: Path, accuracy: float, fresh: bool, second_opinions: bool):
     """One active sweep from an empty database; `fresh`: in a new process, as the CLI runs it, so that
     its time includes what a user waits for (importing xgboost, the first fits)."""
     if not fresh:
@@ -94,16 +104,17 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from advisor.cost_model import WITHIN, evaluate, usable
-    from advisor.environment import device_name
-    from advisor.layers import conv_layers, find_layer
-    from advisor.model_source import load_model
-    from advisor.recommend import Setup, recommend
-    from advisor.second_opinion import confirm
-    from advisor.store import ResultStore
-    from advisor.sweep import SweepPlan, run_sweep
-    from advisor.targets import parse_target
-    from advisor.timing import TimingPolicy
+    from advisor.learn.cost_model import WITHIN, evaluate
+    from advisor.store.results import usable
+    from advisor.measure.environment import device_name
+    from advisor.model.layers import conv_layers, find_layer
+    from advisor.model.loading import load_model
+    from advisor.prune.recommend import RecommendConfig, recommend
+    from advisor.learn.second_opinion import confirm
+    from advisor.store.results import ResultStore
+    from advisor.measure.sweep import SweepSpec, run_sweep
+    from advisor.compile.targets import parse_target
+    from advisor.board.timing import TimingPolicy
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet18-cifar")
@@ -140,7 +151,7 @@ def main() -> None:
     policy = TimingPolicy(repeats=args.repeats)
     loaded = load_model(args.model)
     layer = find_layer(conv_layers(loaded), args.layer)
-    plan = SweepPlan(loaded.label, loaded.input_shape, layer, counts, "torch", target, 0, 1,
+    plan = SweepSpec(loaded.label, loaded.input_shape, layer, counts, "torch", target, 0, 1,
                      str(work / "tuning_logs"), dtype=args.dtype, policy=policy)
     print(f"# {args.model} {args.layer} ({layer.in_channels}->{layer.out_channels}, input "
           f"{'x'.join(map(str, layer.input_shape))}), torch on {target.name} {args.dtype}, 1 thread, {len(counts)} "
@@ -162,13 +173,13 @@ def main() -> None:
             replace(plan, channels=[int(c) for c in np.random.default_rng(seed).permutation(counts)])
         with ResultStore(database) as store:
             began = time.perf_counter()
-            run_sweep(ordered, store, show_progress=show)
+            run_sweep(ordered, store, _progress(show))
             first_s = time.perf_counter() - began
             first_runs = usable(store.frame())
-            outliers = confirm(ordered, store, show_progress=show, traps=False) if second_opinions else None
+            outliers = confirm(ordered, store, traps=False) if second_opinions else None
             outlier_s = time.perf_counter() - began
             outlier_ms = latencies(usable(store.frame()))
-            second = confirm(ordered, store, show_progress=show) if second_opinions else None
+            second = confirm(ordered, store) if second_opinions else None
             rows = usable(store.frame())
         return {"seconds": time.perf_counter() - began, "first_seconds": first_s, "outlier_seconds": outlier_s,
                 "outliers": outliers, "second": second, "rows": rows, "ms": latencies(rows),
@@ -283,7 +294,7 @@ def main() -> None:
     if args.no_recommend:
         return
     network = load_model(args.model, args.input)
-    setup = Setup(network, "torch", target, 0, 1, str(work / "tuning_logs"), policy)
+    setup = RecommendConfig(network, "torch", target, 0, 1, str(work / "tuning_logs"), policy)
     with ResultStore(work / "recommend.db") as store:
         result = recommend(setup, store, args.budget_ms)
     if not result.plan.met:

@@ -28,12 +28,12 @@ os.environ.setdefault("TVM_NUM_THREADS", "1")
 def _active(plan, database):
     import torch
 
-    from advisor.active import run_active_sweep
-    from advisor.store import ResultStore
+    from advisor.learn.active import run_active_sweep
+    from advisor.store.results import ResultStore
 
     torch.set_num_threads(1)
     with ResultStore(database) as store:
-        outcome = run_active_sweep(plan, store, show_progress=False)
+        outcome = run_active_sweep(plan, store)
     return outcome.seconds, outcome.measured, outcome.model
 
 
@@ -41,15 +41,16 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from advisor.active import candidate_frame
-    from advisor.cost_model import WITHIN, usable
-    from advisor.layers import conv_layers, find_layer
-    from advisor.model_source import load_model
-    from advisor.second_opinion import confirm
-    from advisor.store import ResultStore
-    from advisor.sweep import SweepPlan, run_sweep
-    from advisor.targets import parse_target
-    from advisor.timing import TimingPolicy
+    from advisor.learn.active import candidate_frame
+    from advisor.learn.cost_model import WITHIN
+    from advisor.store.results import usable
+    from advisor.model.layers import conv_layers, find_layer
+    from advisor.model.loading import load_model
+    from advisor.learn.second_opinion import confirm
+    from advisor.store.results import ResultStore
+    from advisor.measure.sweep import SweepSpec, run_sweep
+    from advisor.compile.targets import parse_target
+    from advisor.board.timing import TimingPolicy
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("steps", help="comma-separated steps, e.g. R9,E9,A9,S9,R9 (references first and last)")
@@ -65,8 +66,8 @@ def main() -> None:
     loaded = load_model("resnet18-cifar")
     layer = find_layer(conv_layers(loaded), "conv3")
 
-    def plan(samples: int) -> SweepPlan:
-        return SweepPlan(loaded.label, loaded.input_shape, layer, counts, "torch", parse_target("llvm", 1), 0, 1,
+    def plan(samples: int) -> SweepSpec:
+        return SweepSpec(loaded.label, loaded.input_shape, layer, counts, "torch", parse_target("llvm", 1), 0, 1,
                          str(work / "tuning_logs"), policy=TimingPolicy(repeats=samples))
 
     def latencies(store: ResultStore) -> np.ndarray:
@@ -88,11 +89,11 @@ def main() -> None:
                 ordered = replace(ordered, channels=[int(c) for c in np.random.default_rng(index).permutation(counts)])
             with ResultStore(database) as store:
                 began = time.perf_counter()
-                run_sweep(ordered, store, show_progress=False)
+                run_sweep(ordered, store)
                 results.append({"step": step, "index": index, "seconds": time.perf_counter() - began,
                                 "values": latencies(store), "scored": np.ones(len(counts), bool), "note": "one pass"})
                 if kind in "RS":
-                    second = confirm(ordered, store, show_progress=False, traps=kind == "R")
+                    second = confirm(ordered, store, traps=kind == "R")
                     results.append({**results[-1], "seconds": results[-1]["seconds"] + second.seconds,
                                     "values": latencies(store), "note": f"and second opinions on "
                                     f"{len(second.suspects)} {'suspects' if kind == 'R' else 'outliers'}"})

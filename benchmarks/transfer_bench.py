@@ -30,15 +30,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 warnings.filterwarnings("ignore", category=FutureWarning)
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
 
-from advisor.backends import TOLERANCE, build_layer, reference_output  # noqa: E402
-from advisor.environment import environment  # noqa: E402
-from advisor.layers import conv_layers, find_layer  # noqa: E402
-from advisor.model_source import load_model  # noqa: E402
-from advisor.relax_import import to_relax  # noqa: E402
-from advisor.runtime_measure import check_and_time  # noqa: E402
-from advisor.targets import parse_target  # noqa: E402
-from advisor.timing import TimingPolicy  # noqa: E402
-from advisor.tuning import ScheduleCache, compile_tuned, tune  # noqa: E402
+from advisor.compile.build import layer_reference  # noqa: E402
+from advisor.measure.backends import TOLERANCES  # noqa: E402
+from advisor.measure.environment import environment  # noqa: E402
+from advisor.model.layers import conv_layers, find_layer  # noqa: E402
+from advisor.model.loading import load_model  # noqa: E402
+from advisor.compile.relax_import import to_relax  # noqa: E402
+from advisor.board.runtime import check_and_time  # noqa: E402
+from advisor.compile.targets import parse_target  # noqa: E402
+from advisor.board.timing import TimingPolicy  # noqa: E402
+from advisor.compile.tuning import ScheduleCache, compile_tuned, tune  # noqa: E402
 
 ROUNDS = 5
 ROUND_POLICY = TimingPolicy(warmup=3, repeats=5)
@@ -50,14 +51,14 @@ def tune_and_build(layer, target, trials: int, directory: str, transfer: bool, s
     import tvm
     from tvm import relax
 
-    conv, x = build_layer(layer)
+    conv, x = layer.build()
     mod, weights = to_relax(conv, x)
     cache = ScheduleCache(directory, target)
     outcome = tune(mod, cache, trials, transfer=transfer, seed=seed)
     vm = relax.VirtualMachine(compile_tuned(mod, cache), tvm.cpu())
     args = [tvm.runtime.tensor(array) for array in [x.numpy(), *weights]]
-    reference = reference_output(conv, x)
-    timer = lambda: check_and_time(vm, tvm.cpu(), args, reference, TOLERANCE, ROUND_POLICY)["median_ms"]  # noqa: E731
+    reference = layer_reference(conv, x)
+    timer = lambda: check_and_time(vm, tvm.cpu(), args, reference, TOLERANCES["float32"], ROUND_POLICY)["median_ms"]  # noqa: E731
     return outcome, tuned_run_times(cache.directory, outcome.transferred), timer
 
 

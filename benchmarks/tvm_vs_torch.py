@@ -21,13 +21,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 warnings.filterwarnings("ignore", category=FutureWarning)
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
 
-from advisor.channels import parse_channels  # noqa: E402
-from advisor.environment import environment  # noqa: E402
-from advisor.layers import conv_layers, find_layer  # noqa: E402
-from advisor.model_source import load_model  # noqa: E402
-from advisor.store import ResultStore  # noqa: E402
-from advisor.sweep import SweepPlan, run_sweep  # noqa: E402
-from advisor.targets import parse_target  # noqa: E402
+from advisor.cli.options import parse_channels  # noqa: E402
+from advisor.measure.environment import environment  # noqa: E402
+from advisor.model.layers import conv_layers, find_layer  # noqa: E402
+from advisor.model.loading import load_model  # noqa: E402
+from advisor.store.results import ResultStore  # noqa: E402
+from advisor.measure.sweep import SweepSpec, run_sweep  # noqa: E402
+from advisor.compile.targets import parse_target  # noqa: E402
 
 
 def main() -> None:
@@ -53,10 +53,10 @@ def main() -> None:
     with ResultStore(os.path.join(scratch, "bench.db")) as store:
         timings = {}
         for backend in ("tvm", "torch"):
-            plan = SweepPlan(args.model, layer.input_shape, layer, counts, backend, target, args.trials, threads,
+            plan = SweepSpec(args.model, layer.input_shape, layer, counts, backend, target, args.trials, threads,
                              tuning_dir)
             started = time.perf_counter()
-            summary = run_sweep(plan, store, show_progress=False)
+            summary = run_sweep(plan, store)
             timings[backend] = (time.perf_counter() - started, len(summary.measured), len(summary.failed))
         frame = store.frame()
 

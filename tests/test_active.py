@@ -7,21 +7,21 @@ import pytest
 
 import numpy as np
 
-from advisor.active import alignment, initial_counts, replay, run_active_sweep, unseen_block
+from advisor.learn.active import alignment, initial_counts, replay, run_active_sweep, unseen_block
 from advisor.errors import AdvisorError
-from advisor.layers import conv_layers, find_layer
-from advisor.model_source import load_model
-from advisor.store import ResultStore
-from advisor.sweep import SweepPlan
-from advisor.targets import parse_target
-from advisor.timing import TimingPolicy
+from advisor.model.layers import conv_layers, find_layer
+from advisor.model.loading import load_model
+from advisor.store.results import ResultStore
+from advisor.measure.sweep import SweepSpec
+from advisor.compile.targets import parse_target
+from advisor.board.timing import TimingPolicy
 from conftest import run_advisor
 
 
 def _plan(tmp_path, backend, counts, trials=0):
     loaded = load_model("tinynet")
     layer = find_layer(conv_layers(loaded), "conv4")
-    return SweepPlan(loaded.label, loaded.input_shape, layer, counts, backend, parse_target("llvm", 1), trials, 1,
+    return SweepSpec(loaded.label, loaded.input_shape, layer, counts, backend, parse_target("llvm", 1), trials, 1,
                      str(tmp_path / "tuning_logs"), policy=TimingPolicy(repeats=5, min_sample_ms=5))
 
 
@@ -47,21 +47,19 @@ def test_unseen_block_needs_a_count_inside_the_block():
 def test_active_torch_measures_fewer_and_resumes(tmp_path):
     plan = _plan(tmp_path, "torch", list(range(4, 97)))
     with ResultStore(tmp_path / "r.db") as store:
-        outcome = run_active_sweep(plan, store, accuracy=0.9, initial=6, batch=3, max_points=20,
-                                   show_progress=False)
+        outcome = run_active_sweep(plan, store, accuracy=0.9, initial=6, batch=3, max_points=20)
         rows = store.frame(layer="conv4")
         assert 6 <= len(outcome.measured) <= 20 < len(plan.channels)
         assert sorted(rows.channels) == outcome.measured
         assert 0 <= outcome.cv_within <= 1 and outcome.history[-1]["measured"] == len(outcome.measured)
-        again = run_active_sweep(plan, store, accuracy=0.9, initial=6, batch=3, max_points=len(outcome.measured),
-                                 show_progress=False)
+        again = run_active_sweep(plan, store, accuracy=0.9, initial=6, batch=3, max_points=len(outcome.measured))
         assert again.newly_measured == []  # resumed: the stored points suffice
 
 
 def test_active_with_the_real_tuner(tmp_path):
     plan = _plan(tmp_path, "tvm", list(range(8, 41)), trials=2)
     with ResultStore(tmp_path / "r.db") as store:
-        outcome = run_active_sweep(plan, store, initial=4, batch=1, max_points=4, show_progress=False)
+        outcome = run_active_sweep(plan, store, initial=4, batch=1, max_points=4)
         rows = store.frame(layer="conv4")
     assert len(outcome.measured) == 4 and set(rows.status) == {"ok"}
     assert (rows.trials_run > 0).all() and (rows.max_abs_err <= 1e-3).all()

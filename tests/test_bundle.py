@@ -3,7 +3,7 @@
 import json
 import sqlite3
 
-from advisor.store import KEY_COLUMNS
+from advisor.store.results import KEY_COLUMNS
 from tests.conftest import run_advisor
 
 POINTS = ["--model", "tinynet", "--layer", "conv2", "--channels", "8,16", "--trials", "0", "--threads", "1",

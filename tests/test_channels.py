@@ -1,6 +1,6 @@
 import pytest
 
-from advisor.channels import parse_channels
+from advisor.cli.options import parse_channels
 from advisor.errors import AdvisorError
 
 

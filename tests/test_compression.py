@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from advisor.compression import (VariantSpec, apply_plan, compress, conv_widths, prunable_weights, read_plan,
-                                 variant_specs)
-from advisor.datasets import load_dataset, load_digits, load_image_folder, load_npz
+from advisor.prune.compression import VariantSpec, compress, conv_widths, prunable_weights, variant_specs
+from advisor.prune.groups import prune_by_plan, read_plan
+from advisor.model.datasets import load_dataset, load_digits, load_image_folder, load_npz
 from advisor.errors import AdvisorError
-from advisor.memory import stored_size, tensor_bytes, torch_peak_bytes
-from advisor.pareto import pareto_front
-from advisor.training import accuracy, build_network, load_evaluate, train
+from advisor.measure.memory import stored_size, tensor_bytes, torch_peak_bytes
+from advisor.pareto.front import pareto_front
+from advisor.model.training import accuracy, build_network, load_evaluate, train
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +162,8 @@ def test_channel_plan(tmp_path, trained, digits):
         {"root": "conv3", "original": 32, "keep": 24, "keep_indices": list(range(24))}]}))
     assert read_plan(recommended) == {"conv3": 24}
     model = build_network("tinynet", digits)
-    notes = apply_plan(model, torch.zeros(1, 1, 8, 8), {"conv1": 12})
-    assert notes["reached"]["conv1"] == 12 and conv_widths(model)["conv2"] == 12  # the coupled depthwise too
+    pruned, notes = prune_by_plan(model, torch.zeros(1, 1, 8, 8), {"conv1": 12})
+    assert notes["reached"]["conv1"] == 12 and conv_widths(pruned)["conv2"] == 12  # the coupled depthwise too
 
 
 @pytest.mark.parametrize("content, message", [
@@ -181,9 +181,9 @@ def test_bad_plan_files(tmp_path, content, message):
 def test_plan_that_does_not_fit(digits):
     model = build_network("tinynet", digits)
     with pytest.raises(AdvisorError, match="not a convolution"):
-        apply_plan(model, torch.zeros(1, 1, 8, 8), {"fc": 4})
+        prune_by_plan(model, torch.zeros(1, 1, 8, 8), {"fc": 4})
     with pytest.raises(AdvisorError, match="cannot widen"):
-        apply_plan(model, torch.zeros(1, 1, 8, 8), {"conv3": 64})
+        prune_by_plan(model, torch.zeros(1, 1, 8, 8), {"conv3": 64})
     with pytest.raises(AdvisorError, match="does not exist"):
         variant_specs(["channel"], [0.5], [0.5], ["/nowhere/plan.json"], 0)
     with pytest.raises(AdvisorError, match="unknown technique"):

@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from advisor.cost_model import CostModel, evaluate, fit
+from advisor.learn.cost_model import LatencyModel, evaluate, fit
 from advisor.errors import AdvisorError
-from advisor.features import baseline_design, feature_frame, layer_geometry
-from advisor.layers import conv_layers, find_layer
-from advisor.model_source import load_model
-from advisor.steps import CurvePoint, step_report
-from advisor.store import ResultStore
-from advisor.sweep import SweepPlan, run_sweep
-from advisor.targets import parse_target
-from advisor.timing import TimingPolicy
+from advisor.learn.features import baseline_design, feature_frame, layer_geometry
+from advisor.model.layers import conv_layers, find_layer
+from advisor.model.loading import load_model
+from advisor.learn.curves import CurvePoint, step_report
+from advisor.store.results import ResultStore
+from advisor.measure.sweep import SweepSpec, run_sweep
+from advisor.compile.targets import parse_target
+from advisor.board.timing import TimingPolicy
 from conftest import run_advisor
 
 
@@ -38,10 +38,10 @@ def measured(tmp_path_factory):
     """A real PyTorch sweep of a tiny layer, every count from 4 to 64."""
     path = tmp_path_factory.mktemp("cm") / "r.db"
     loaded, layer = _tiny_layer()
-    plan = SweepPlan(loaded.label, loaded.input_shape, layer, list(range(4, 65)), "torch", parse_target("llvm", 1),
+    plan = SweepSpec(loaded.label, loaded.input_shape, layer, list(range(4, 65)), "torch", parse_target("llvm", 1),
                      0, 1, policy=TimingPolicy(repeats=5, min_sample_ms=5))
     with ResultStore(path) as store:
-        run_sweep(plan, store, show_progress=False)
+        run_sweep(plan, store)
         frame = store.frame()
     return path, frame
 
@@ -63,10 +63,10 @@ def test_model_round_trips_with_provenance(measured, tmp_path):
     path, frame = measured
     model = fit(frame, members=3, source=str(path))
     saved = model.save(tmp_path / "m.json")
-    loaded = CostModel.load(saved)
+    loaded = LatencyModel.load(saved)
     assert np.allclose(loaded.predict(frame), model.predict(frame), rtol=1e-5)
-    assert loaded.provenance["points"] == 61 and loaded.provenance["source"] == str(path)
-    assert loaded.provenance["layers"] == ["conv4"] and len(loaded.provenance["rows_sha256"]) == 64
+    assert loaded.provenance_["points"] == 61 and loaded.provenance_["source"] == str(path)
+    assert loaded.provenance_["layers"] == ["conv4"] and len(loaded.provenance_["rows_sha256"]) == 64
     mean, spread = loaded.predict_spread(frame)
     assert spread.shape == mean.shape and np.all(spread >= 0)
 
@@ -74,9 +74,9 @@ def test_model_round_trips_with_provenance(measured, tmp_path):
 def test_bad_model_files_and_too_little_data(tmp_path, measured):
     (tmp_path / "x.json").write_text("not json")
     with pytest.raises(AdvisorError, match="not an advisor cost model"):
-        CostModel.load(tmp_path / "x.json")
+        LatencyModel.load(tmp_path / "x.json")
     with pytest.raises(AdvisorError, match="does not exist"):
-        CostModel.load(tmp_path / "missing.json")
+        LatencyModel.load(tmp_path / "missing.json")
     with pytest.raises(AdvisorError, match="too few"):
         fit(measured[1].head(2))
 
@@ -109,7 +109,7 @@ def _geometry(counts):
 
 
 def test_the_hardware_tile_is_kept_unless_the_data_clearly_prefer_another():
-    from advisor.cost_model import fit_baseline
+    from advisor.learn.cost_model import fit_baseline
 
     aligned = _geometry(range(32, 257, 32))  # every tile pads these alike: the data cannot tell tiles apart
     latency = np.log(aligned.flops.to_numpy() * 1e-9)
@@ -125,7 +125,7 @@ def test_the_hardware_tile_is_kept_unless_the_data_clearly_prefer_another():
 def test_simd_lanes_of_targets():
     import json
 
-    from advisor.targets import simd_lanes
+    from advisor.compile.targets import simd_lanes
 
     haswell = parse_target(json.dumps({"kind": "llvm", "mcpu": "haswell"}))
     assert simd_lanes(haswell) == 8 and simd_lanes(haswell, "float16") == 16
@@ -137,7 +137,7 @@ def test_host_target_without_tvm_reads_the_cpu_flags(monkeypatch):
     """A PyTorch-only machine (no TVM) still gets a host target and the same channel tile."""
     import sys
 
-    from advisor.targets import simd_lanes
+    from advisor.compile.targets import simd_lanes
 
     with_tvm = simd_lanes(parse_target("llvm", 1))
     monkeypatch.setitem(sys.modules, "tvm", None)  # import tvm now raises ImportError
@@ -152,7 +152,7 @@ def test_xgboost_is_imported_without_scikit_learn_which_stays_importable():
     import sys
 
     # a fresh interpreter: this one may have imported both already
-    code = ("import sys; from advisor.cost_model import _xgboost; xgb = _xgboost(); "
+    code = ("import sys; from advisor.learn.cost_model import _xgboost; xgb = _xgboost(); "
             "assert 'sklearn' not in sys.modules, 'xgboost pulled in scikit-learn'; "
             "from sklearn.datasets import load_digits; import xgboost; assert xgb is xgboost; print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

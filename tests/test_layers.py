@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from advisor.errors import AdvisorError
-from advisor.layers import conv_layers, find_layer
-from advisor.model_source import load_model
-from advisor.networks import BUILTIN_NETWORKS
+from advisor.model.layers import conv_layers, find_layer
+from advisor.model.loading import load_model
+from advisor.model.networks import BUILTIN_NETWORKS
 
 
 def test_resnet18_cifar_layers_in_execution_order():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from advisor.layers import ConvLayer
+from advisor.model.layers import ConvLayer
 
 pytest.importorskip("pyopencl")
 SCHEDULES = Path(__file__).resolve().parents[1] / "data" / "h100" / "schedules" / "nvidia-nvidia-h100"
@@ -13,7 +13,7 @@ CONV3 = ConvLayer("conv3", "layer1.0.conv2", (1, 64, 56, 56), 64, 64, (3, 3), (1
 
 
 def test_tuned_layer_kernels_compile_on_pocl():
-    from advisor.opencl import build_with_opencl, compile_opencl, kernel_sources
+    from advisor.compile.opencl import build_with_opencl, compile_opencl, kernel_sources
 
     (tuned,) = kernel_sources(compile_opencl(CONV3, SCHEDULES))
     (default,) = kernel_sources(compile_opencl(CONV3))
@@ -25,7 +25,7 @@ def test_tuned_layer_kernels_compile_on_pocl():
 
 def test_broken_kernel_is_a_clear_error():
     from advisor.errors import AdvisorError
-    from advisor.opencl import build_with_opencl
+    from advisor.compile.opencl import build_with_opencl
 
     with pytest.raises(AdvisorError, match="rejects the kernels"):
         build_with_opencl("__kernel void k(__global float* x) { x[0] = undefined_name; }", "portable")

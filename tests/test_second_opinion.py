@@ -4,19 +4,19 @@ faster run is kept."""
 import pandas as pd
 import pytest
 
-from advisor.layers import conv_layers, find_layer
-from advisor.model_source import load_model
-from advisor.second_opinion import FreshProcess, ThisProcess, confirm, second_runner, suspects
-from advisor.store import ResultStore
-from advisor.sweep import SweepPlan, run_sweep, series_frame
-from advisor.targets import parse_target
-from advisor.timing import TimingPolicy
+from advisor.model.layers import conv_layers, find_layer
+from advisor.model.loading import load_model
+from advisor.learn.second_opinion import FreshProcess, ThisProcess, confirm, second_runner, suspects
+from advisor.store.results import ResultStore
+from advisor.measure.sweep import SweepSpec, run_sweep, series_frame
+from advisor.compile.targets import parse_target
+from advisor.board.timing import TimingPolicy
 
 
 def _plan(tmp_path, counts, backend="torch", trials=0):
     loaded = load_model("tinynet")
     layer = find_layer(conv_layers(loaded), "conv4")
-    return SweepPlan(loaded.label, loaded.input_shape, layer, counts, backend, parse_target("llvm", 1), trials, 1,
+    return SweepSpec(loaded.label, loaded.input_shape, layer, counts, backend, parse_target("llvm", 1), trials, 1,
                      str(tmp_path / "tuning_logs"), policy=TimingPolicy(repeats=5, min_sample_ms=5))
 
 
@@ -35,14 +35,14 @@ def test_traps_and_points_above_the_prior_are_suspects_and_active_sweeps_skip_tr
 def test_a_planted_slow_run_is_replaced_by_a_second_run(tmp_path, where):
     plan = _plan(tmp_path, [8, 16, 24, 32])
     with ResultStore(tmp_path / "r.db") as store:
-        run_sweep(plan, store, show_progress=False)
+        run_sweep(plan, store)
         # plant what a process stuck in a slow state records: 16 channels three times slower
         row = store.frame(channels=16).iloc[0].to_dict()
         real_ms = row["min_ms"]
         planted = {k: v for k, v in row.items() if k != "id"} | {"min_ms": real_ms * 3, "median_ms": real_ms * 3}
         store.save({k: (v.item() if hasattr(v, "item") else v) for k, v in planted.items()})
         with (ThisProcess() if where == "this process" else FreshProcess(1)) as process:
-            outcome = confirm(plan, store, show_progress=False, process=process)
+            outcome = confirm(plan, store, process=process)
         after = series_frame(plan, store).set_index("channels")
     assert 16 in outcome.suspects and 16 in outcome.changed
     assert after.loc[16, "runs"] == 2 and after.loc[16, "slower_run_ms"] == real_ms * 3
@@ -53,11 +53,11 @@ def test_a_planted_slow_run_is_replaced_by_a_second_run(tmp_path, where):
 def test_a_tuned_point_gets_its_second_opinion_from_the_schedule_cache(tmp_path):
     plan = _plan(tmp_path, [8, 16], backend="tvm", trials=2)
     with ResultStore(tmp_path / "r.db") as store:
-        run_sweep(plan, store, show_progress=False)
+        run_sweep(plan, store)
         row = store.frame(channels=8).iloc[0].to_dict()
         planted = {k: v for k, v in row.items() if k != "id"} | {"min_ms": row["min_ms"] * 50}
         store.save({k: (v.item() if hasattr(v, "item") else v) for k, v in planted.items()})
-        outcome = confirm(plan, store, show_progress=False)
+        outcome = confirm(plan, store)
         after = series_frame(plan, store).set_index("channels")
     assert outcome.suspects == [8] and after.loc[8, "runs"] == 2
     assert after.loc[8, "max_abs_err"] <= 1e-3 and after.loc[8, "min_ms"] < row["min_ms"] * 50

@@ -3,7 +3,7 @@ import sqlite3
 import pytest
 
 from advisor.errors import AdvisorError
-from advisor.store import ResultStore
+from advisor.store.results import ResultStore
 
 
 def _point(channels, **more):

@@ -12,7 +12,7 @@ def _faults_per_call(steady: bool, calls: int = 40) -> float:
 
     import torch
 
-    from advisor.timing import steady_allocator
+    from advisor.board.timing import steady_allocator
 
     torch.set_num_threads(1)
     if steady:

@@ -5,13 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from advisor.backends import TOLERANCE, build_layer, compile_layer, reference_output
-from advisor.layers import ConvLayer
-from advisor.relax_import import to_relax
-from advisor.runtime_measure import first_output
-from advisor.targets import parse_target
-from advisor.transfer import changed_size, nearest_tiling, shape_signature
-from advisor.tuning import ScheduleCache, tune
+from advisor.compile.build import compile_layer, layer_reference
+from advisor.measure.backends import TOLERANCES
+
+TOLERANCE = TOLERANCES["float32"]
+from advisor.model.layers import ConvLayer
+from advisor.compile.relax_import import to_relax
+from advisor.board.runtime import first_output
+from advisor.compile.targets import parse_target
+from advisor.compile.transfer import changed_size, nearest_tiling, shape_signature
+from advisor.compile.tuning import ScheduleCache, tune
 
 TINY = ConvLayer("tiny", "tiny", (1, 8, 8, 8), 8, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1, False)
 TRIALS = 4
@@ -24,7 +27,7 @@ def target():
 
 def _tune_source(root, target, trials: int = TRIALS):
     """A tuning directory holding the tiny conv at 16 channels, tuned with an empty database."""
-    conv, x = build_layer(TINY)
+    conv, x = TINY.build()
     outcome = tune(to_relax(conv, x)[0], ScheduleCache(root, target), trials)
     assert outcome.transferred == 0 and outcome.transferred_from == () and outcome.trials_run == trials
     return ScheduleCache(root, target)
@@ -33,7 +36,7 @@ def _tune_source(root, target, trials: int = TRIALS):
 def _task_mod(layer, target):
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
 
-    conv, x = build_layer(layer)
+    conv, x = layer.build()
     (task,) = extract_tasks(to_relax(conv, x)[0], target.tvm_target())
     return task.dispatched[0]
 
@@ -43,7 +46,8 @@ def test_neighbour_schedules_are_replayed_measured_and_committed(target, tmp_pat
 
     cache = _tune_source(tmp_path, target)
     layer = TINY.with_out_channels(24)
-    executable, inputs, reference, outcome = compile_layer(layer, TRIALS, cache)
+    compiled = compile_layer(layer, TRIALS, cache)
+    executable, inputs, reference, outcome = compiled.executable, compiled.inputs, compiled.reference, compiled.outcome
 
     assert outcome.transferred == TRIALS // 2 and outcome.transferred_from == (16,)
     assert outcome.trials_run == TRIALS and not outcome.reused
@@ -54,7 +58,7 @@ def test_neighbour_schedules_are_replayed_measured_and_committed(target, tmp_pat
     assert all(math.isfinite(float(s)) and 0 < float(s) < 1 for r in records for s in r.run_secs)
 
     # every record of the new count (transferred ones included) computes the convolution correctly
-    conv, x = build_layer(layer)
+    conv, x = layer.build()
     weight = conv.weight.detach().numpy()
     for record in records:
         sch = tvm.s_tir.Schedule(mod)
@@ -67,13 +71,13 @@ def test_neighbour_schedules_are_replayed_measured_and_committed(target, tmp_pat
     # and so does the compiled layer, built from the best of them
     vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
     output = first_output(vm["main"](*[tvm.runtime.tensor(a) for a in inputs])).numpy()
-    assert np.abs(output - reference_output(conv, x)).max() <= TOLERANCE
+    assert np.abs(output - layer_reference(conv, x)).max() <= TOLERANCE
 
 
 def test_workload_without_neighbours_tunes_normally(target, tmp_path):
     cache = _tune_source(tmp_path, target, trials=2)
     other = ConvLayer("other", "other", (1, 8, 16, 16), 8, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1, False)
-    conv, x = build_layer(other)
+    conv, x = other.build()
     outcome = tune(to_relax(conv, x)[0], cache, 2)
     # 16x16 instead of 8x8 changes several sizes (16, padded 18, bound 17): not a neighbour
     assert outcome.transferred == 0 and outcome.transferred_from == () and outcome.trials_run == 2

@@ -1,0 +1,93 @@
+"""Terminal tables: each takes plain data (layers, stored rows, results) and returns a rich Table."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.table import Table
+
+from advisor.learn.curves import curve, find_traps
+from advisor.report.latency_page import series_label
+from advisor.store.results import usable
+from advisor.store.schema import SERIES
+
+
+def layers_table(label: str, input_shape: tuple[int, ...], layers) -> Table:
+    table = Table(title=f"{label}, input {'x'.join(map(str, input_shape))}")
+    for column in ("name", "module", "input", "kernel", "stride", "groups", "in", "out", "GFLOP"):
+        table.add_column(column, justify="right" if column in ("in", "out", "groups", "GFLOP") else "left")
+    for layer in layers:
+        table.add_row(layer.name, layer.module_path, "x".join(map(str, layer.input_shape)),
+                      "x".join(map(str, layer.kernel)), "x".join(map(str, layer.stride)), str(layer.groups),
+                      str(layer.in_channels), str(layer.out_channels), f"{layer.flops() / 1e9:.3f}")
+    return table
+
+
+def sweep_tables(frame: pd.DataFrame) -> list[Table]:
+    """One table per series (model, layer, backend, target, ...), traps and failures noted."""
+    tables = []
+    for values, rows in frame.groupby(SERIES, sort=True):
+        key = dict(zip(SERIES, values))
+        traps = {t.channels: t for t in find_traps(curve(usable(rows)))}
+        table = Table(title=f"{key['model']} {key['layer']}: {series_label(key)}")
+        for column in ("channels", "median ms", "IQR ms", "note"):
+            table.add_column(column, justify="left" if column == "note" else "right")
+        for row in rows.sort_values("channels").itertuples():
+            note = ["widened"] if row.widened else []
+            if row.channels in traps:
+                trap = traps[row.channels]
+                note.append(f"[red]trap: {trap.faster_channels} ch run {trap.slowdown:.2f}x faster[/red]")
+            if row.status != "ok":
+                note.append(f"[red]failed: {row.error}[/red]")
+                table.add_row(str(row.channels), "", "", ", ".join(note))
+                continue
+            table.add_row(str(row.channels), f"{row.median_ms:.4f}", f"{row.p25_ms:.4f}-{row.p75_ms:.4f}",
+                          ", ".join(note))
+        tables.append(table)
+    return tables
+
+
+def fit_table(title: str, fits: list[dict]) -> Table:
+    """One row per fitted model: {backend, target, points, evaluation, path}."""
+    table = Table(title=title)
+    for column in ("backend", "target", "points", "within 10%", "MAPE %", "step pts", "step within 10%",
+                   "step MAPE %", "file"):
+        table.add_column(column, justify="left" if column in ("backend", "target", "file") else "right")
+    for fitted in fits:
+        result = fitted["evaluation"]
+        steps = "-" if result.step_within_10pct is None else f"{result.step_within_10pct:.0%}"
+        step_err = "-" if result.step_mean_abs_pct_error is None else f"{result.step_mean_abs_pct_error:.1f}"
+        table.add_row(fitted["backend"], fitted["target"], str(fitted["points"]), f"{result.within_10pct:.0%}",
+                      f"{result.mean_abs_pct_error:.1f}", str(result.step_points), steps, step_err,
+                      str(fitted["path"]))
+    return table
+
+
+def plan_table(title: str, groups, counts: dict[str, int]) -> Table:
+    table = Table(title=title)
+    for column in ("group (root conv)", "original", "keep", "convs"):
+        table.add_column(column, justify="left" if column.startswith(("group", "convs")) else "right")
+    for group in groups:
+        keep = counts[group.name]
+        table.add_row(group.name, str(group.channels), str(keep) if keep < group.channels else "-",
+                      ", ".join(group.out_convs))
+    return table
+
+
+def recommendation_lines(result, budget_ms: float) -> list[str]:
+    """What a measured recommendation says, line by line (advisor.prune.recommend.Recommendation)."""
+    plan, params = result.plan, result.parameters
+    error = result.recommended_ms / plan.predicted_ms - 1
+    drifted = result.predicted_at_check_ms
+    met = "met" if result.recommended_ms <= budget_ms else "MISSED when measured"
+    return [
+        f"unpruned: {result.unpruned_ms:.3f} ms measured, {params['unpruned']:,} parameters",
+        f"recommended: predicted {plan.predicted_ms:.3f} ms, measured {result.recommended_ms:.3f} ms "
+        f"({error:+.1%} vs prediction; budget {budget_ms:g} ms {met}), {params['recommended']:,} parameters, "
+        f"{plan.importance_kept:.1%} of importance kept",
+        f"the machine's speed during the check: unpruned {result.unpruned_ms:.3f} ms beside the plan, "
+        f"{result.calibration_unpruned_ms:.3f} ms at calibration; the prediction at that speed "
+        f"{drifted:.3f} ms (measured {result.recommended_ms / drifted - 1:+.1%} against it)",
+        f"uniform pruning at equal parameters (keep ratio {result.uniform_keep_ratio:.3f}): measured "
+        f"{result.uniform_ms:.3f} ms, {params['uniform']:,} parameters",
+        f"recommended / uniform latency: {result.recommended_ms / result.uniform_ms:.3f}",
+    ]
