@@ -15,7 +15,7 @@ for dtype in float32 float16; do
 import sys
 from pathlib import Path
 import pandas as pd
-from advisor.store import ResultStore
+from advisor.store.results import ResultStore
 frames = []
 for db in sorted(Path(sys.argv[1]).glob("*.db")):
     with ResultStore(db) as store:

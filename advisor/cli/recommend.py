@@ -37,7 +37,7 @@ def recommend(
     from advisor.measure.threads import use_threads
     from advisor.model.loading import load_model
     from advisor.prune.recommend import RecommendConfig, parse_budget, recommend as run_recommend, save_outputs
-    from advisor.report.tables import plan_table, recommendation_lines
+    from advisor.report.recommend import plan_table, recommendation_lines
     from advisor.store.results import ResultStore
 
     budget = parse_budget(budget_ms)
