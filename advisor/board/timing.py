@@ -60,14 +60,10 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 def steady_allocator() -> bool:
     """Keep freed memory in this process's heap (glibc), so that no timed call pays page faults.
 
-    glibc serves blocks above a threshold that adapts to the process's history with fresh pages
-    and gives freed heap back to the kernel past another: in a process that had not loaded a
-    network, PyTorch's conv3 at 172-256 channels (~1 MB of output and reordered weights a call)
-    faulted in its memory on every call and read 30-45% slower than the same shapes in a process
-    that had; an active sweep run in its own process learned that slowness as the layer's (see
-    data/cpu/README.md). A deployed network keeps its buffers (TVM plans them; a long-lived
-    PyTorch process has raised the thresholds), so fixed thresholds measure what it sees. Once per
-    process; returns whether they were set (False off glibc)."""
+    glibc serves large blocks with fresh pages above a threshold that adapts to the process's history
+    and gives freed heap back to the kernel past another, so whole shapes could read slow for the life
+    of one process; a deployed network keeps its buffers, so fixed thresholds measure what it sees
+    (docs/timing.md). Once per process; returns whether they were set (False off glibc)."""
     if platform.libc_ver()[0] != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
