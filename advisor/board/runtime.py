@@ -15,6 +15,9 @@ from advisor.board.timing import Timing, TimingPolicy, steady_allocator
 
 # TVM's device type for each target kind advisor compiles for
 DEVICE_TYPES = {"llvm": "cpu", "cuda": "cuda", "opencl": "opencl"}
+# folders (os.pathsep-separated) that hold device runtimes built apart from TVM's wheel, such as
+# libtvm_runtime_opencl.so: the wheel carries the LLVM and CUDA runtimes only (docs/boards.md)
+RUNTIME_PATH = "ADVISOR_TVM_RUNTIME_PATH"
 
 
 def device_for(kind: str, index: int = 0, session=None):
@@ -23,6 +26,7 @@ def device_for(kind: str, index: int = 0, session=None):
         return session.device(DEVICE_TYPES[kind], index)
     import tvm
 
+    load_device_runtime(kind)
     return tvm.device(DEVICE_TYPES[kind], index)
 
 
@@ -58,7 +62,9 @@ def check_and_time(vm, device, args: list, reference: np.ndarray, tolerance: flo
 
 
 def load_device_runtime(kind: str) -> None:
-    """The runtime-only TVM loads no GPU backend: load its device library (CUDA, OpenCL) if present."""
+    """Load the device library of a GPU kind (libtvm_runtime_cuda, libtvm_runtime_opencl) beside
+    TVM's runtime or in $ADVISOR_TVM_RUNTIME_PATH, where TVM has not: the runtime-only TVM loads
+    none, and the wheel has no OpenCL one. Absent, device.exist decides."""
     if kind == "llvm":
         return
     from tvm.base import _LOADED_LIBS
@@ -67,11 +73,18 @@ def load_device_runtime(kind: str) -> None:
     name = f"tvm_runtime_{kind}"
     if name in _LOADED_LIBS:
         return
+    folders = [Path(_LOADED_LIBS["tvm_runtime"]._name).resolve().parent]
+    folders += [Path(p) for p in os.environ.get(RUNTIME_PATH, "").split(os.pathsep) if p]
     try:
         _LOADED_LIBS[name] = load_lib_ctypes(package="tvm", target_name=name, mode="RTLD_LOCAL",
-                                             extra_lib_paths=[Path(_LOADED_LIBS["tvm_runtime"]._name).resolve().parent])
+                                             extra_lib_paths=folders)
     except (OSError, FileNotFoundError, RuntimeError):
-        pass  # a runtime built with the backend inside libtvm_runtime, or none: device.exist decides
+        return  # a runtime built with the backend inside libtvm_runtime, or none: device.exist decides
+    # processes started from here (MetaSchedule's runners) find it where TVM's import looks
+    found = str(Path(_LOADED_LIBS[name]._name).resolve().parent)
+    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    if found not in paths:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([*paths, found])
 
 
 def device_words(kind: str, device) -> str:

@@ -41,6 +41,10 @@ def device_name(kind: str) -> str:
         if torch.cuda.is_available():
             return torch.cuda.get_device_name(0)
         return "cuda (none here)"
+    if kind == "opencl":
+        from advisor.board.runtime import device_for, device_words
+
+        return device_words(kind, device_for(kind))
     return f"{cpu_model()} ({os.cpu_count()} cores)"
 
 
