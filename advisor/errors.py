@@ -7,10 +7,12 @@ class AdvisorError(Exception):
 
 
 def one_line(error: BaseException, limit: int = 500) -> str:
-    """A one-line summary of an error: its first non-empty line, or for a text that carries a
-    traceback the last one, where the message is."""
+    """A one-line summary of an error: its first non-empty line that is not a heading ("Compilation
+    error:"), or for a text that carries a traceback the last one, where the message is."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
-    line = lines[-1] if any(line.startswith("Traceback") for line in lines) else lines[0]
+    if any(line.startswith("Traceback") for line in lines):
+        return lines[-1][:limit]
+    line = next((line for line in lines if not line.endswith(":")), lines[0])
     return line[:limit]

@@ -17,8 +17,9 @@ import numpy as np
 
 from advisor.board.measure import MANIFEST_FILE, RESULTS_FILE
 from advisor.compile.build import compile_layer
+from advisor.compile.cuda_binary import compile_device_code_ahead
 from advisor.compile.tuning import ScheduleCache
-from advisor.errors import AdvisorError
+from advisor.errors import AdvisorError, one_line
 from advisor.measure.backends import TOLERANCES, get_backend
 from advisor.measure.sweep import SweepSpec, geometry_columns
 from advisor.store.results import ResultStore
@@ -35,15 +36,27 @@ def write_bundle(spec: SweepSpec, directory: Path, cross_compiler: str | None = 
     if (directory / MANIFEST_FILE).exists():
         raise AdvisorError(f"{directory} already holds a bundle: choose an empty folder")
     fcompile = _cross_compiler(cross_compiler)
+    if spec.target.kind == "cuda":  # device code compiled now: the board needs no compiler
+        if spec.target.config.lstrip().startswith("{") and '"arch"' not in spec.target.config \
+                or spec.target.config == json.dumps({"kind": "cuda"}):
+            raise AdvisorError("a CUDA bundle needs the board's architecture in the target, e.g. --target "
+                               "'{\"kind\": \"cuda\", \"arch\": \"sm_87\"}' or a tag (nvidia/jetson-orin-nano)")
+        compile_device_code_ahead()
     cache = ScheduleCache(spec.tuning_root, spec.target)
     points = []
     for count in spec.channels:
         variant = spec.layer.with_out_channels(count)
-        compiled = compile_layer(variant, spec.trials, cache, spec.cost_model, spec.dtype)
-        executable, inputs, reference, outcome = (compiled.executable, compiled.inputs, compiled.reference,
-                                                  compiled.outcome)
         stem = f"c{count}"
-        executable.export_library(str(directory / f"{stem}.so"), **({"fcompile": fcompile} if fcompile else {}))
+        try:
+            compiled = compile_layer(variant, spec.trials, cache, spec.cost_model, spec.dtype)
+            compiled.executable.export_library(str(directory / f"{stem}.so"),
+                                               **({"fcompile": fcompile} if fcompile else {}))
+        except AdvisorError:
+            raise
+        except Exception as error:  # a compiler or linker refusing: say which, in one line
+            raise AdvisorError(f"bundle c={count}: {one_line(error)} (a board of another architecture "
+                               "needs --cc)") from None
+        inputs, reference, outcome = compiled.inputs, compiled.reference, compiled.outcome
         names = ["x", *(f"w{i}" for i in range(len(inputs) - 1))]
         np.savez(directory / f"{stem}.npz", reference=reference, **dict(zip(names, inputs)))
         columns = {**spec.fixed_columns(), **geometry_columns(variant, spec.layer.out_channels),
