@@ -6,6 +6,9 @@ set -euo pipefail
 need=()
 [ -e /etc/OpenCL/vendors/pocl.icd ] || need+=(pocl-opencl-icd ocl-icd-opencl-dev)
 command -v chromium >/dev/null || need+=(chromium)
+#   buildah + debootstrap: tests/test_images.py builds and runs the images (scripts/build-images.sh)
+command -v buildah >/dev/null || need+=(buildah)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -18,7 +18,7 @@ def hadolint() -> str:
     return found
 
 
-@pytest.mark.parametrize("name", ["Dockerfile.board", "Dockerfile.host"])
+@pytest.mark.parametrize("name", ["Dockerfile.board", "Dockerfile.host", "Dockerfile.board-opencl"])
 def test_dockerfile_passes_hadolint(name):
     result = subprocess.run([hadolint(), "--no-color", str(DOCKER / name)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

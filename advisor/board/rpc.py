@@ -8,9 +8,15 @@ hangs costs only that point, which is recorded as failed and measured again on t
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
-from dataclasses import dataclass
+import threading
+from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from advisor.errors import AdvisorError, one_line
 from advisor.board.runtime import check_and_time, device_for
@@ -69,37 +75,86 @@ class Remote:
         except Exception as error:
             raise AdvisorError(f"cannot reach {self.description}: {one_line(error, 300)}") from None
 
-    def check(self) -> None:
-        """Fail early, before any compiling, when nothing answers."""
-        self.connect()
+    def check(self, timeout_s: float = 60.0) -> None:
+        """Fail early, before any compiling, when nothing answers (a pool: when no board serves its
+        key; a board that is there but hangs is found out by its first point)."""
+        if self.key:
+            if not self.boards():
+                raise AdvisorError(f"cannot reach {self.description}: no board with key {self.key!r} is registered")
+            return
+        failure: list[BaseException] = []
+        connecting = threading.Thread(target=lambda: _collect(self.connect, failure), daemon=True)
+        connecting.start()
+        connecting.join(timeout_s)
+        if connecting.is_alive():
+            raise AdvisorError(f"cannot reach {self.description}: no answer within {timeout_s:g} s (a stopped server?)")
+        if failure:
+            raise failure[0]
+
+    def boards(self) -> int:
+        """How many boards serve this pool's key (1 for a single server)."""
+        if not self.key:
+            return 1
+        from tvm import rpc
+
+        try:
+            summary = rpc.connect_tracker(self.host, self.port).summary()
+        except Exception as error:
+            raise AdvisorError(f"cannot reach {self.description}: {one_line(error, 300)}") from None
+        return sum(1 for s in summary["server_info"] if s.get("key") == f"server:{self.key}")
 
     def measure(self, executable, inputs: list, reference, tolerance: float, policy: TimingPolicy,
                 kind: str) -> dict:
-        """Upload one compiled variant, check its output and time it on the board."""
+        """Upload one compiled variant, check its output and time it on the board, from a child
+        process: a board that hangs (a stopped server never answers) costs only this point, which
+        fails with the reason after the session's timeout."""
+        with tempfile.TemporaryDirectory() as scratch:
+            library, arrays = os.path.join(scratch, "variant.so"), os.path.join(scratch, "inputs.npz")
+            executable.export_library(library)
+            np.savez(arrays, reference=reference, **{f"a{i}": array for i, array in enumerate(inputs)})
+            job = {"remote": asdict(self), "library": library, "arrays": arrays, "count": len(inputs),
+                   "tolerance": tolerance, "policy": asdict(policy), "kind": kind}
+            env = {**os.environ, "TVM_USE_RUNTIME_LIB": "1"}  # the client needs TVM's runtime alone
+            try:
+                done = subprocess.run([sys.executable, "-m", "advisor.board.rpc", json.dumps(job)], env=env,
+                                      capture_output=True, text=True, timeout=self.session_timeout_s + 10)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"hung: {self.description} gave no result within "
+                                   f"{self.session_timeout_s + 10:g} s") from None
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            tail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise RuntimeError(f"the measuring process crashed (exit status {done.returncode}): {tail}")
+        result = json.loads(lines[-1])
+        if "error" in result:
+            raise RuntimeError(result["error"])
+        return result
+
+    def measure_here(self, library: str, inputs: list, reference, tolerance: float, policy: TimingPolicy,
+                     kind: str) -> dict:
+        """Upload, check and time a variant's exported library on the board, in this process."""
         import tvm
         from tvm.runtime.vm import VirtualMachine
 
         session = self.connect()
-        with tempfile.TemporaryDirectory() as scratch:
-            path = os.path.join(scratch, "variant.so")
-            executable.export_library(path)
-            session.upload(path)
-        library = session.load_module("variant.so")
+        session.upload(library)
+        module = session.load_module(os.path.basename(library))
         device = device_for(kind, 0, session)
-        vm = VirtualMachine(library, device)
+        vm = VirtualMachine(module, device)
         args = [tvm.runtime.tensor(array, device) for array in inputs]
         result = check_and_time(vm, device, args, reference, tolerance, policy)
         return {**result, "device": f"{kind} over {self.description}"}
 
-    def tuning_runner(self):
-        """MetaSchedule's RPCRunner on the same board or pool."""
+    def tuning_runner(self, workers: int = 1):
+        """MetaSchedule's RPCRunner on the same board or pool (`workers` candidates at once)."""
         from tvm.s_tir import meta_schedule as ms
 
         config = ms.runner.RPCConfig(tracker_host=self.host, tracker_port=self.port,
                                      tracker_key=self.key or "direct", session_priority=self.priority,
                                      session_timeout_sec=int(self.session_timeout_s))
         evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20, enable_cpu_cache_flush=False)
-        return ms.runner.RPCRunner(config, evaluator, f_create_session=None if self.key else connect_direct)
+        return ms.runner.RPCRunner(config, evaluator, f_create_session=None if self.key else connect_direct,
+                                   max_workers=workers)
 
 
 def connect_direct(config):
@@ -107,3 +162,31 @@ def connect_direct(config):
     from tvm import rpc
 
     return rpc.connect(config.tracker_host, config.tracker_port, session_timeout=config.session_timeout_sec)
+
+
+def _collect(call, failures: list) -> None:
+    try:
+        call()
+    except BaseException as error:  # handed to the waiting thread
+        failures.append(error)
+
+
+def _measure_job(job: dict) -> dict:
+    """A child's measurement (Remote.measure): a row's timing columns, or {"error": ...}."""
+    remote = Remote(**job["remote"])
+    try:
+        arrays = np.load(job["arrays"])
+        inputs = [arrays[f"a{i}"] for i in range(job["count"])]
+        return remote.measure_here(job["library"], inputs, arrays["reference"], job["tolerance"],
+                                   TimingPolicy(**job["policy"]), job["kind"])
+    except (AdvisorError, ValueError) as error:  # an unreachable board, a wrong output
+        return {"error": one_line(error)}
+    except Exception as error:  # the session broke: the board died or dropped it
+        return {"error": f"lost the board ({remote.description}) during the point: {one_line(error)}"}
+
+
+if __name__ == "__main__":
+    from advisor.board.runtime import runtime_only_environment
+
+    runtime_only_environment()
+    print(json.dumps(_measure_job(json.loads(sys.argv[1]))))
