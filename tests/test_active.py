@@ -1,4 +1,4 @@
-"""Active sweep: fewer points than exhaustive, resumable, on PyTorch and on the real tuner."""
+"""Active sweep: stops by its own rule, predicts the rest, resumes after a kill, on PyTorch and the real tuner."""
 
 from pathlib import Path
 
@@ -44,26 +44,76 @@ def test_unseen_block_needs_a_count_inside_the_block():
     assert not unseen_block(counts, measured, 1).any()  # no tile, no blocks
 
 
-def test_active_torch_measures_fewer_and_resumes(tmp_path):
+def test_active_torch_stops_by_its_own_rule_and_resumes(tmp_path):
+    """With a point limit far above what the search needs, it stops because its model settled."""
     plan = _plan(tmp_path, "torch", list(range(4, 97)))
     with ResultStore(tmp_path / "r.db") as store:
-        outcome = run_active_sweep(plan, store, accuracy=0.9, initial=6, batch=3, max_points=20)
+        outcome = run_active_sweep(plan, store, accuracy=0.9, initial=6, batch=3, max_points=80)
         rows = store.frame(layer="conv4")
-        assert 6 <= len(outcome.measured) <= 20 < len(plan.channels)
-        assert sorted(rows.channels) == outcome.measured
-        assert 0 <= outcome.cv_within <= 1 and outcome.history[-1]["measured"] == len(outcome.measured)
-        again = run_active_sweep(plan, store, accuracy=0.9, initial=6, batch=3, max_points=len(outcome.measured))
-        assert again.newly_measured == []  # resumed: the stored points suffice
+        assert outcome.reached and all(h["settled"] for h in outcome.history[-3:])
+        assert 12 <= len(outcome.measured) < 80  # the rule, not the limit, stopped it
+        measured = rows[rows.status == "ok"]
+        assert sorted(measured.channels) == outcome.measured
+        assert sorted(rows.channels[rows.status == "predicted"]) == outcome.predicted
+        assert sorted(outcome.measured + outcome.predicted) == plan.channels  # every count: measured or predicted
+        assert outcome.history[-1]["measured"] == len(outcome.measured)
+        again = run_active_sweep(plan, store, accuracy=0.9, initial=6, batch=3, max_points=80)
+        assert again.newly_measured == [] and again.reached  # finished before: nothing to measure
 
 
-def test_active_with_the_real_tuner(tmp_path):
+def test_active_with_the_real_tuner_runs_a_round_the_model_chose(tmp_path):
     plan = _plan(tmp_path, "tvm", list(range(8, 41)), trials=2)
+    first = initial_counts(plan.channels, 4)
+    limit = len(first) + 1
     with ResultStore(tmp_path / "r.db") as store:
-        outcome = run_active_sweep(plan, store, initial=4, batch=1, max_points=4)
+        outcome = run_active_sweep(plan, store, initial=4, batch=1, max_points=limit, second_opinions=False)
         rows = store.frame(layer="conv4")
-    assert len(outcome.measured) == 4 and set(rows.status) == {"ok"}
-    assert (rows.trials_run > 0).all() and (rows.max_abs_err <= 1e-3).all()
-    assert outcome.model.predict(rows).shape == (4,)
+    measured = rows[rows.status == "ok"]
+    (picked,) = sorted(set(outcome.measured) - set(first))  # the one count the fitted model asked for
+    assert len(outcome.history) == 2 and outcome.history[0]["measured"] == len(first)
+    assert len(measured) == limit and picked in outcome.newly_measured and not outcome.reached
+    assert (measured.trials_run > 0).all() and (measured.max_abs_err <= 1e-3).all()
+    assert (measured.trials_spent == 2).all() and set(measured.tuning_stop) == {"cap"}
+    assert len(outcome.predicted) == len(plan.channels) - limit
+
+
+def test_a_killed_active_sweep_resumes_without_measuring_a_stored_point_again(tmp_path):
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    command = [sys.executable, "-m", "advisor", "sweep", "--model", "tinynet", "--layer", "conv4", "--channels",
+               "4..96", "--backend", "torch", "--threads", "1", "--repeats", "5", "--no-second-opinion"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stored():
+        if not (tmp_path / "advisor.db").exists():
+            return {}
+        with sqlite3.connect(tmp_path / "advisor.db") as connection:
+            try:
+                return {c: (ms, at) for c, ms, at in connection.execute(
+                    "SELECT channels, median_ms, measured_at FROM points WHERE status = 'ok'")}
+            except sqlite3.OperationalError:  # not created yet
+                return {}
+
+    deadline = time.monotonic() + 300
+    while len(stored()) < 8 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = stored()
+    assert 8 <= len(before) < 93, "the sweep was not stopped part way"
+    again = run_advisor(*command[3:], cwd=tmp_path, check=True)
+    after = stored()
+    assert all(after[c] == before[c] for c in before)  # not one stored point measured again
+    assert f"{len(after) - len(before)} measured, {len(before)} reused" in again.stderr
+    third = run_advisor(*command[3:], cwd=tmp_path, check=True)
+    assert f"0 measured, {len(after)} reused" in third.stderr and stored() == after
 
 
 def test_bad_active_options(tmp_path):
@@ -93,3 +143,14 @@ def test_replay_scores_against_a_separate_reference():
     result = replay(first, reference=second)
     assert result["reached"] and result["within"] >= 0.90
     assert replay(first, reference=second.assign(min_ms=second.min_ms * 1.25))["within"] < 0.2
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_replayed_search_on_curves_its_heuristics_were_not_tuned_on(dtype):
+    """The H200's cuDNN curves (data/h200: recorded after the search's heuristics were set on the
+    CPU and H100 curves): the search reads one exhaustive sweep and is scored on another."""
+    rows = pd.read_csv(Path(__file__).parent.parent / "data" / "h200" / f"{dtype}.csv.gz")
+    rows = rows[rows.status == "ok"]
+    result = replay(rows[rows.sweep == "exhaustive"], reference=rows[rows.sweep == "exhaustive-1"])
+    assert result["reached"] and result["measured"] <= 50 < result["counts"]
+    assert result["within"] >= 0.90

@@ -28,11 +28,11 @@ def fit(
     from advisor.report.tables import fit_table
     from advisor.store.results import ResultStore, usable
 
-    require_file(db)
     if statistic not in STATISTICS:
         raise AdvisorError(f"unknown statistic {statistic!r}: use min or median")
     if not 0 < test_share < 1:
         raise AdvisorError(f"--test-share must be between 0 and 1, not {test_share}")
+    require_file(db)
     with ResultStore(db) as store:
         frame = usable(store.frame(backend=backend, target=target))
     if frame.empty:
@@ -57,23 +57,33 @@ def steps(
     model: Optional[str] = typer.Option(None, "--model"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSON file (default: stdout)."),
 ) -> None:
-    """Hardware-friendly counts and traps (with their cost) per layer and backend, as JSON."""
+    """Hardware-friendly counts and traps (with their cost) per layer and backend, as JSON: measured
+    counts apart from predicted ones, how sure the model is, which traps a second look confirmed."""
     from advisor.learn.curves import curve, step_report
     from advisor.store.results import ResultStore, usable
     from advisor.store.schema import SERIES
 
     require_file(db)
     with ResultStore(db) as store:
-        frame = usable(store.frame(layer=layer, model=model))
-    if frame.empty:
+        frame = store.frame(layer=layer, model=model)
+    frame = frame[frame.index.isin(usable(frame).index) | (frame.status == "predicted")]
+    if not (frame.status == "ok").any():
         raise AdvisorError(f"no measured points{' for layer ' + repr(layer) if layer else ''} in {db}")
     series = []
     for values, rows in frame.groupby(SERIES, sort=True):
+        if not (rows.status == "ok").any():
+            continue  # predictions alone: nothing measured to stand on
         key = {k: (v.item() if hasattr(v, "item") else v) for k, v in zip(SERIES, values)}
+        checks = {int(r.channels): r.trap_check for r in rows.itertuples() if isinstance(r.trap_check, str)}
+        predicted = rows[rows.status == "predicted"]
+        model_note = {} if predicted.empty else {"latency_model": {
+            "cv_within_10pct": float(predicted.model_cv_within.iloc[0]),
+            "settled": bool(predicted.model_settled.fillna(0).astype(int).min()),
+            "median_spread": float(predicted.predicted_spread.median())}}
         series.append({**key, "module_path": rows.module_path.iloc[0],
                        "original_channels": int(rows.original_channels.iloc[0]),
-                       **step_report(curve(rows.sort_values("channels")))})
-    text = json.dumps({"format": "advisor-steps", "version": 1, "series": series}, indent=1)
+                       **step_report(curve(rows.sort_values("channels")), checks=checks), **model_note})
+    text = json.dumps({"format": "advisor-steps", "version": 2, "series": series}, indent=1)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n")

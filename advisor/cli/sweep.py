@@ -28,33 +28,39 @@ def layers(model: str = MODEL, input: Optional[str] = INPUT) -> None:
 @app.command()
 def sweep(
     layer: str = typer.Option(..., "--layer", "-l", help="conv3, or a module path such as layer1.0.conv2."),
-    channels: str = typer.Option("32..256", "--channels", "-c", help="START..STOP[:STEP] (step 32) or 32,48,64."),
+    channels: str = typer.Option("32..256", "--channels", "-c",
+                                 help="START..STOP[:STEP] (without a step: every count) or 32,48,64."),
     model: str = MODEL,
     input: Optional[str] = INPUT,
     backend: str = typer.Option("tvm", "--backend", "-b", help="tvm (MetaSchedule-tuned) or torch (eager)."),
     target: str = typer.Option("llvm", "--target", "-t", help="llvm, cuda, opencl, a TVM tag, or a JSON dict."),
-    trials: int = typer.Option(32, "--trials", help="MetaSchedule trials per channel count (tvm)."),
+    trials: int = typer.Option(32, "--trials", help="MetaSchedule trial cap per count (tvm); tuning stops earlier "
+                               "once the best improves by under 2% over the last max(16, cap/4) trials."),
     threads: Optional[int] = THREADS,
     db: Path = DB,
     tuning_dir: Path = TUNING_DIR,
     cost_model: str = typer.Option("xgb", "--cost-model", help="MetaSchedule cost model: xgb or random."),
     repeats: int = typer.Option(15, "--repeats", help="Timing samples per point."),
-    strategy: str = typer.Option("exhaustive", "--strategy", "-s",
-                                 help="exhaustive (every count) or active (few counts, fitted; range step 1)."),
+    strategy: str = typer.Option("active", "--strategy", "-s",
+                                 help="active (measure the counts the latency model needs, predict the rest) "
+                                      "or exhaustive (measure every count asked)."),
     accuracy: float = typer.Option(0.95, "--accuracy",
                                    help="active: stop when this share of predictions has settled (moves < 10%)."),
     max_points: Optional[int] = typer.Option(None, "--max-points", help="active: measure at most this many."),
     second_opinion: bool = typer.Option(True, "--second-opinion/--no-second-opinion",
-                                        help="Measure traps and outliers again and keep the faster run."),
+                                        help="Measure traps and outliers again and keep the faster run; tuned: "
+                                             "replay neighbours' schedules first, and re-tune traps."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or float16 (weights, input and output)."),
     rpc: Optional[str] = typer.Option(None, "--rpc", help="Measure and tune on a TVM RPC server HOST:PORT."),
     tracker: Optional[str] = typer.Option(None, "--tracker", help="TVM RPC tracker HOST:PORT (with --key)."),
     key: Optional[str] = typer.Option(None, "--key", help="Device key of the tracker's board pool."),
+    board_timeout: float = typer.Option(600.0, "--board-timeout",
+                                        help="Seconds a board may take for one point before it counts as hung."),
 ) -> None:
-    """Measure a layer's latency at each channel count; resumable, one row per point.
+    """Learn a layer's latency at every channel count asked; resumable, one row per point.
 
-    With --strategy active a range without a step means every count (step 1), but only the counts
-    the model needs are measured."""
+    A range without a step means every count. By default (active) the counts the latency model
+    needs are measured and the rest predicted (stored as predicted rows); exhaustive measures all."""
     from advisor.board.rpc import Remote
     from advisor.board.timing import TimingPolicy
     from advisor.cli.options import parse_channels
@@ -66,16 +72,19 @@ def sweep(
     from advisor.report.tables import sweep_tables
     from advisor.store.results import ResultStore
 
+    checks = []
     if strategy not in STRATEGIES:
         raise AdvisorError(f"unknown strategy {strategy!r}: use exhaustive or active")
     if not 0 < accuracy <= 1:
         raise AdvisorError(f"--accuracy must be a share between 0 and 1, not {accuracy}")
     if max_points is not None and max_points < 4:
         raise AdvisorError("--max-points must be at least 4 (a model needs points to fit)")
-    counts = parse_channels(channels, default_step=1 if strategy == "active" else 32)
+    counts = parse_channels(channels, default_step=1)
     thread_count = use_threads(threads)
     spec_target = parse_target(target, thread_count)
-    remote = Remote.from_options(rpc, tracker, key)
+    if board_timeout <= 0:
+        raise AdvisorError(f"--board-timeout must be positive, not {board_timeout:g}")
+    remote = Remote.from_options(rpc, tracker, key, session_timeout_s=board_timeout)
     with ResultStore(db) as store:  # opened first: a bad database fails before any work
         loaded = load_model(model, input)
         chosen = find_layer(conv_layers(loaded), layer)
@@ -94,22 +103,32 @@ def sweep(
                                        second_opinions=second_opinion, progress=progress())
             summary = SweepSummary(measured=outcome.newly_measured, failed=outcome.failed)
             summary.skipped = [c for c in outcome.measured if c not in outcome.newly_measured]
+            checks = outcome.trap_checks
         else:
             summary = run_sweep(spec, store, progress())
             if second_opinion:
+                from advisor.learn.second_look import can_look_again, check_traps
                 from advisor.learn.second_opinion import confirm
 
-                confirm(spec, store)
+                tuned = can_look_again(spec)
+                confirm(spec, store, traps=not tuned)  # a tuned trap gets its own second look
+                checks = check_traps(spec, store, progress=progress()) if tuned else []
         frame = store.frame(**spec.fixed_columns())
     for table in sweep_tables(frame[frame.channels.isin(counts)]):
         out.print(table)
     err.print(f"{len(summary.measured)} measured, {len(summary.skipped)} reused from {db}, "
               f"{len(summary.failed)} failed")
-    if strategy == "active":
+    if strategy == "active" and outcome.predicted:
         state = "settled" if outcome.reached else "NOT settled (point limit or range exhausted)"
-        err.print(f"active: {len(outcome.measured)} of {len(counts)} counts measured in {outcome.seconds:.1f} s; "
-                  f"model {state} at {accuracy:.0%}; cross-validated share within 10% on the measured counts: "
-                  f"{outcome.cv_within:.0%}")
+        err.print(f"active: {len(outcome.measured)} of {len(counts)} counts measured in {outcome.seconds:.1f} s, "
+                  f"{len(outcome.predicted)} predicted; model {state} at {accuracy:.0%}; cross-validated share "
+                  f"within 10% on the measured counts: {outcome.cv_within:.0%}")
+    elif strategy == "active":
+        err.print(f"active: every one of the {len(counts)} counts measured, none left to predict")
+    if second_opinion and checks:
+        from advisor.report.tables import trap_check_line
+
+        err.print(trap_check_line(checks))
     if summary.failed:
         raise typer.Exit(1)
 

@@ -42,16 +42,17 @@ def changed_size(old: tuple[int, ...], new: tuple[int, ...]) -> tuple[int, int] 
     return next(iter(pairs)) if len(old) == len(new) and len(pairs) == 1 else None
 
 
-def neighbour_records(database, mod, limit: int) -> list[tuple[object, int]]:
-    """The best records of the database's neighbours of `mod`: (record, neighbour's size), nearest
-    neighbours first, and among equally near ones (64 and 66 for 65) alternating by rank."""
+def neighbour_records(database, mod, limit: int, sizes: set[int] | None = None) -> list[tuple[object, int]]:
+    """The best records of the database's neighbours of `mod` (only those whose differing size is
+    in `sizes`, if given): (record, neighbour's size), nearest neighbours first, and among equally
+    near ones (64 and 66 for 65) alternating by rank."""
     signature, numbers = shape_signature(mod)
     found = []
     # one entry per workload: a Workload hashes and compares by identity within one database
     for workload in dict.fromkeys(record.workload for record in database.get_all_tuning_records()):
         other_signature, other_numbers = shape_signature(workload.mod)
         change = changed_size(other_numbers, numbers) if other_signature == signature else None
-        if change:
+        if change and (sizes is None or change[0] in sizes):
             found.append((abs(change[1] - change[0]), change[0], workload))
     found.sort(key=lambda item: item[:2])
     ranked = []
@@ -107,9 +108,10 @@ def replay(trace, mod, postprocs):
         return None
 
 
-def transfer_to(database, task, target, count: int, builder, runner) -> Transfer:
-    """Replay up to `count` neighbour records on `task`'s workload, measure them with `builder` and
-    `runner`, and commit them to `database` with their measured run times."""
+def transfer_to(database, task, target, count: int, builder, runner, sizes: set[int] | None = None) -> Transfer:
+    """Replay up to `count` neighbour records (of the neighbours of those `sizes`, if given) on
+    `task`'s workload, measure them with `builder` and `runner`, and commit them to `database`
+    with their measured run times."""
     from tvm.s_tir import meta_schedule as ms
     from tvm_ffi import structural_hash
 
@@ -120,7 +122,7 @@ def transfer_to(database, task, target, count: int, builder, runner) -> Transfer
     context = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply", task_name=task.task_name)
     postprocs = context.space_generator.postprocs
     schedules, sources, seen = [], [], set()
-    for record, size in neighbour_records(database, mod, count):
+    for record, size in neighbour_records(database, mod, count, sizes):
         sch = replay(record.trace, mod, postprocs)
         key = None if sch is None else structural_hash(sch.mod)
         if key is None or key in seen:  # two records can refit to the same schedule: measure it once

@@ -24,7 +24,9 @@ import pandas as pd
 from advisor.learn.cost_model import PRIOR_MARGIN, WITHIN, LatencyModel, fit
 from advisor.errors import AdvisorError
 from advisor.learn.features import feature_frame
+from advisor.learn.second_look import check_traps
 from advisor.learn.second_opinion import ThisProcess, can_confirm, confirm
+from advisor.measure.environment import environment
 from advisor.progress import SILENT, Progress
 from advisor.store.results import ResultStore
 from advisor.measure.sweep import SweepSpec, SweepSummary, geometry_columns, run_sweep, series_frame
@@ -46,12 +48,14 @@ SEARCH_ROUNDS = 100
 class ActiveOutcome:
     measured: list[int]  # all counts of the range now measured
     newly_measured: list[int]
-    cv_within: float  # cross-validated share within 10%, on the measured points
+    cv_within: float  # cross-validated share within 10% (median latency), on the measured points
     reached: bool  # the model settled (else: the point limit or the range ran out)
     seconds: float
-    model: LatencyModel
+    model: LatencyModel | None  # None: under four counts, all measured
     failed: dict[int, str] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    trap_checks: list = field(default_factory=list)  # second_look.TrapCheck of the traps looked at again
+    predicted: list[int] = field(default_factory=list)  # the counts given a predicted row
 
 
 @dataclass
@@ -63,7 +67,7 @@ class Decision:
 
 
 def cross_validated_within(rows: pd.DataFrame, folds: int = 5, seed: int = 0,
-                           tile_prior: int | None = None) -> float:
+                           tile_prior: int | None = None, statistic: str = "min") -> float:
     """Share of points predicted within 10% by a model that did not see them (k-fold)."""
     rows = rows.reset_index(drop=True)
     folds = min(folds, len(rows))
@@ -74,7 +78,7 @@ def cross_validated_within(rows: pd.DataFrame, folds: int = 5, seed: int = 0,
         train = rows.drop(index=test.index)
         if len(train) < 3:
             return 0.0
-        model = fit(train, rounds=SEARCH_ROUNDS, tile_prior=tile_prior)
+        model = fit(train, rounds=SEARCH_ROUNDS, tile_prior=tile_prior, statistic=statistic)
         errors = np.abs(model.predict(test) / test[model.column].to_numpy() - 1)
         hits += int((errors <= WITHIN).sum())
     return hits / len(rows)
@@ -249,7 +253,10 @@ def run_active_sweep(spec: SweepSpec, store: ResultStore, *, accuracy: float = 0
                      batch: int = 2, max_points: int | None = None, min_points: int | None = None,
                      progress: Progress = SILENT, second_opinions: bool = True) -> ActiveOutcome:
     """Measure until the model has settled (see the module's docstring), the range is exhausted,
-    or max_points are measured; never stop before min_points."""
+    or max_points are measured; never stop before min_points. Then, on a tuned backend, give
+    each measured trap a second look (second_look.check_traps), and store the model's prediction
+    for every count of the range left unmeasured (status `predicted`). A rerun after a finished
+    sweep finds those predictions newer than every measured point and measures nothing."""
     counts = sorted(spec.channels)
     lanes = simd_lanes(spec.target, spec.dtype)
     if lanes:
@@ -272,23 +279,97 @@ def run_active_sweep(spec: SweepSpec, store: ResultStore, *, accuracy: float = 0
             # in this process even on CUDA: the model, not each count, is the result (docs/active-sweep.md)
             confirm(spec, store, process=ThisProcess(), prior=prior, traps=False)
 
-    first = search.first(set(series_frame(spec, store).channels.astype(int)))
-    if first:
-        measure(first)
-    while True:
+    finished = finished_before(spec, store, search.limit)
+    decision = None
+    if len(counts) <= search.floor:  # too few counts to leave any to a model: measure them all
+        measure([c for c in counts if c not in set(series_frame(spec, store).channels.astype(int))])
         rows = series_frame(spec, store)
-        if len(rows) < 4:
-            raise AdvisorError(f"only {len(rows)} counts measured successfully; cannot fit a model "
-                               f"(failures: {summary.failed})")
-        decision = search.decide(rows, set(summary.failed), time.perf_counter() - started)
-        last = search.history[-1]
-        shown = "-" if last["unchanged_share"] is None else f"{last['unchanged_share']:.0%}"
-        right = "-" if last["picks_within_10pct"] is None else f"{last['picks_within_10pct']:.0%}"
-        log.info("active: %d counts measured; predictions unchanged (within 10%%): %s; "
-                 "last picks predicted within 10%%: %s", len(rows), shown, right)
-        if not decision.picks:
-            return ActiveOutcome(sorted(rows.channels.astype(int)), sorted(newly),
-                                 cross_validated_within(rows, tile_prior=lanes), decision.reached,
-                                 time.perf_counter() - started,
-                                 decision.model, summary.failed, search.history)
-        measure(decision.picks, prior=decision.prior)
+        checks = check_traps(spec, store, progress=progress) if second_opinions else []
+        model = fit(rows, seed=0, rounds=SEARCH_ROUNDS, tile_prior=lanes) if len(rows) >= 4 else None
+        return ActiveOutcome(sorted(rows.channels.astype(int)), sorted(newly), float("nan"), True,
+                             time.perf_counter() - started, model, summary.failed, trap_checks=checks)
+    if finished is None:
+        first = search.first(set(series_frame(spec, store).channels.astype(int)))
+        if first:
+            measure(first)
+        while True:
+            rows = _rows_to_fit(spec, store, summary)
+            decision = search.decide(rows, set(summary.failed), time.perf_counter() - started)
+            last = search.history[-1]
+            shown = "-" if last["unchanged_share"] is None else f"{last['unchanged_share']:.0%}"
+            right = "-" if last["picks_within_10pct"] is None else f"{last['picks_within_10pct']:.0%}"
+            log.info("active: %d counts measured; predictions unchanged (within 10%%): %s; "
+                     "last picks predicted within 10%%: %s", len(rows), shown, right)
+            if not decision.picks:
+                break
+            measure(decision.picks, prior=decision.prior)
+        reached = decision.reached
+    else:
+        reached = finished
+        log.info("active: this range was finished before (its predictions are newer than its points): "
+                 "nothing to measure")
+    checks = check_traps(spec, store, progress=progress) if second_opinions else []
+    rows = _rows_to_fit(spec, store, summary)
+    model = decision.model if decision is not None and not checks else fit(rows, seed=0, rounds=SEARCH_ROUNDS,
+                                                                            tile_prior=lanes)
+    predictions = store_predictions(spec, store, rows, reached, lanes)
+    return ActiveOutcome(sorted(rows.channels.astype(int)), sorted(newly), predictions.cv_within, reached,
+                         time.perf_counter() - started, model, summary.failed, search.history,
+                         trap_checks=checks, predicted=predictions.counts)
+
+
+def _rows_to_fit(spec: SweepSpec, store: ResultStore, summary: SweepSummary) -> pd.DataFrame:
+    rows = series_frame(spec, store)
+    if len(rows) < 4:
+        raise AdvisorError(f"only {len(rows)} counts measured successfully; cannot fit a model "
+                           f"(failures: {summary.failed})")
+    return rows
+
+
+def series_rows(spec: SweepSpec, store: ResultStore) -> pd.DataFrame:
+    """Every stored row of the spec's series at its counts: measured, failed and predicted."""
+    rows = store.frame(**spec.fixed_columns())
+    return rows[rows.channels.isin(spec.channels)]
+
+
+def finished_before(spec: SweepSpec, store: ResultStore, limit: int) -> bool | None:
+    """Whether an earlier active sweep of this range finished on the points stored now: every
+    count measured, failed or predicted, the predictions newer than every measured point, and
+    its model settled or the point limit reached. Returns whether it settled, or None."""
+    rows = series_rows(spec, store)
+    predicted = rows[rows.status == "predicted"]
+    if predicted.empty or set(rows.channels) != set(spec.channels):
+        return None
+    measured = rows[rows.status != "predicted"]
+    if not measured.empty and predicted.measured_at.min() < measured.measured_at.max():
+        return None
+    settled = bool(predicted.model_settled.fillna(0).astype(int).min())
+    return settled if settled or (measured.status == "ok").sum() >= limit else None
+
+
+@dataclass
+class Predictions:
+    counts: list[int]  # the counts given a predicted row
+    cv_within: float  # cross-validated share of measured counts predicted within 10%
+
+
+def store_predictions(spec: SweepSpec, store: ResultStore, rows: pd.DataFrame, settled: bool,
+                      tile_prior: int | None) -> Predictions:
+    """A `predicted` row for each count of the range with no measured or failed row: the median
+    latency a five-member ensemble fitted on the measured rows predicts, the ensemble's relative
+    spread there, and the share of measured counts a k-fold fit predicted within 10%. The median,
+    not the search's minimum: measured points are shown and compared by their median."""
+    cv = cross_validated_within(rows, tile_prior=tile_prior, statistic="median")
+    stored = series_rows(spec, store)
+    taken = set(stored.channels[stored.status != "predicted"].astype(int))
+    todo = [c for c in spec.channels if c not in taken]
+    if not todo:
+        return Predictions([], cv)
+    ensemble = fit(rows, members=5, seed=0, rounds=SEARCH_ROUNDS, statistic="median", tile_prior=tile_prior)
+    predicted, spread = ensemble.predict_spread(candidate_frame(spec, todo))
+    env = environment(spec.target.kind, spec.threads)
+    for count, ms, relative in zip(todo, predicted, spread):
+        store.save({**spec.fixed_columns(), **geometry_columns(spec.layer.with_out_channels(count), spec.layer.out_channels),
+                    "target_config": spec.target.config, **env, "status": "predicted", "predicted_ms": float(ms),
+                    "predicted_spread": float(relative), "model_cv_within": cv, "model_settled": int(settled)})
+    return Predictions(todo, cv)

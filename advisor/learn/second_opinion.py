@@ -146,6 +146,27 @@ def second_runner(spec) -> "FreshProcess | ThisProcess":
     return ThisProcess()
 
 
+def replays_first(spec) -> bool:
+    """A tuned point's second opinion starts from its neighbours' best schedules: a slow count is
+    as often a search that found less as a slow phase of the machine."""
+    from advisor.learn.second_look import can_look_again
+
+    return can_look_again(spec)
+
+
+def replay_neighbours(spec, count: int, measured: list[int]) -> None:
+    """Replay the best schedules of the nearest measured counts below and above `count` on it."""
+    from advisor.compile.build import replay_on_layer
+
+    below = [c for c in measured if c < count]
+    above = [c for c in measured if c > count]
+    sources = ({max(below)} if below else set()) | ({min(above)} if above else set())
+    if sources:
+        moved = replay_on_layer(spec.layer.with_out_channels(count), tuning.ScheduleCache(spec.tuning_root, spec.target),
+                                sources, spec.dtype)
+        log.info("second opinion on c=%d: %d schedules of %s replayed", count, moved.measured, sorted(sources))
+
+
 def _plain(value):
     """A value SQLite can bind: numpy scalars as Python ones, NaN as NULL."""
     value = value.item() if isinstance(value, np.generic) else value
@@ -173,6 +194,8 @@ def confirm(spec, store: ResultStore, counts: list[int] | None = None,
     try:
         for count in outcome.suspects:
             try:
+                if replays_first(spec):
+                    replay_neighbours(spec, count, [int(c) for c in first.index])
                 again = process.measure(spec, count)
             except Exception as error:  # the first run stands
                 log.warning("second opinion on c=%d failed: %s", count, one_line(error, 200))
@@ -184,6 +207,7 @@ def confirm(spec, store: ResultStore, counts: list[int] | None = None,
                 outcome.changed[count] = (float(old.min_ms), float(again["min_ms"]))
             else:
                 row |= {"slower_run_ms": float(again["min_ms"])}
+            row |= {k: again[k] for k in ("trials_spent", "tuning_stop") if k in again}  # tuned again, maybe
             row |= {"runs": 2, "measured_at": None}
             store.save({key: _plain(value) for key, value in row.items()})
     finally:

@@ -21,7 +21,7 @@ from advisor.compile.cuda_binary import compile_device_code_ahead
 from advisor.compile.tuning import ScheduleCache
 from advisor.errors import AdvisorError, one_line
 from advisor.measure.backends import TOLERANCES, get_backend
-from advisor.measure.sweep import SweepSpec, geometry_columns
+from advisor.measure.sweep import SweepSpec, geometry_columns, tuning_columns
 from advisor.store.results import ResultStore
 from advisor.store.schema import COLUMNS, KEY_COLUMNS
 
@@ -61,7 +61,8 @@ def write_bundle(spec: SweepSpec, directory: Path, cross_compiler: str | None = 
         np.savez(directory / f"{stem}.npz", reference=reference, **dict(zip(names, inputs)))
         columns = {**spec.fixed_columns(), **geometry_columns(variant, spec.layer.out_channels),
                    "target_config": spec.target.config, "trials_run": outcome.trials_run,
-                   "tuning_seconds": outcome.seconds, "schedules_reused": int(outcome.reused)}
+                   "tuning_seconds": outcome.seconds, "schedules_reused": int(outcome.reused),
+                   **tuning_columns(spec, variant)}  # as a sweep stores them: an import equals a sweep
         points.append({"key": {column: columns[column] for column in KEY_COLUMNS}, "columns": columns,
                        "library": f"{stem}.so", "inputs": f"{stem}.npz", "arguments": names,
                        "tolerance": TOLERANCES[spec.dtype]})

@@ -97,8 +97,23 @@ def geometry_columns(layer: ConvLayer, original_channels: int) -> dict:
 
 
 def measure_point(spec: SweepSpec, channels: int) -> dict:
-    """Timing columns of the layer at `channels`, on the spec's backend; raises on failure."""
-    return get_backend(spec.backend).measure_layer(spec, spec.layer.with_out_channels(channels))
+    """Timing columns of the layer at `channels`, on the spec's backend (with how its tuning
+    stopped, for a tuned one); raises on failure."""
+    backend = get_backend(spec.backend)
+    variant = spec.layer.with_out_channels(channels)
+    columns = backend.measure_layer(spec, variant)
+    if backend.tuned and "tuning_stop" not in columns:
+        columns |= tuning_columns(spec, variant)
+    return columns
+
+
+def tuning_columns(spec: SweepSpec, variant: ConvLayer) -> dict:
+    """The trials the variant's workload holds and why its tuning stopped, from the schedule cache."""
+    from advisor.compile.build import tuning_state
+    from advisor.compile.tuning import ScheduleCache
+
+    state = tuning_state(variant, spec.trials, ScheduleCache(spec.tuning_root, spec.target), spec.dtype)
+    return {"trials_spent": state.trials_spent, "tuning_stop": state.stopped}
 
 
 def run_sweep(spec: SweepSpec, store: ResultStore, progress: Progress = SILENT) -> SweepSummary:
@@ -109,6 +124,12 @@ def run_sweep(spec: SweepSpec, store: ResultStore, progress: Progress = SILENT) 
     summary.skipped = [count for count in spec.channels if spec.key(count) in done]
     if summary.skipped and progress is not SILENT:
         log.info("resuming: %d of %d points already in %s", len(summary.skipped), len(spec.channels), store.path)
+    if spec.remote is not None:  # on boards: compiled here, measured there, a pool's boards at once
+        from advisor.measure.pool import run_remote_sweep
+
+        remote = run_remote_sweep(spec, store, todo, progress)
+        remote.skipped = summary.skipped
+        return remote
     env = environment(spec.target.kind, spec.threads)
     name = f"{spec.layer.name} {spec.backend}/{spec.target.name}"
     with progress.task(name, len(todo)) as task:

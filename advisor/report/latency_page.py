@@ -20,42 +20,68 @@ def series_label(key: dict) -> str:
 def latency_figure(frame: pd.DataFrame, title: str) -> "go.Figure":
     import plotly.graph_objects as go  # only pages need plotly: boards sweep without it
 
-    ok = frame[frame.status == "ok"].sort_values("channels")
+    shown = frame[frame.status.isin(["ok", "predicted"])].sort_values("channels")
     figure = go.Figure()
-    for values, rows in ok.groupby(SERIES, sort=True):
+    for values, rows in shown.groupby(SERIES, sort=True):
         key = dict(zip(SERIES, values))
         label = series_label(key)
-        widened = rows.widened.astype(bool)
+        measured, predicted = rows[rows.status == "ok"], rows[rows.status == "predicted"]
+        if measured.empty:
+            continue
+        if not predicted.empty:
+            # the model's curve through every count, its ensemble's spread as a band
+            everywhere = pd.concat([measured.assign(y=measured.median_ms, spread=0.0),
+                                    predicted.assign(y=predicted.predicted_ms, spread=predicted.predicted_spread)]
+                                   ).sort_values("channels")
+            cv = predicted.model_cv_within.iloc[0]
+            figure.add_trace(go.Scatter(
+                x=everywhere.channels, y=everywhere.y * (1 + everywhere.spread), mode="lines", line={"width": 0},
+                showlegend=False, hoverinfo="skip"))
+            figure.add_trace(go.Scatter(
+                x=everywhere.channels, y=everywhere.y * (1 - everywhere.spread), mode="lines", line={"width": 0},
+                fill="tonexty", fillcolor="rgba(100,100,100,0.15)", showlegend=False, hoverinfo="skip"))
+            figure.add_trace(go.Scatter(
+                x=everywhere.channels, y=everywhere.y, mode="lines", line={"dash": "dot"},
+                name=f"predicted: {label} (within 10% on {cv:.0%} of measured counts, cross-validated)",
+                customdata=everywhere.spread,
+                hovertemplate="%{x} channels: %{y:.4f} ms (±%{customdata:.0%})<extra>predicted</extra>"))
+        widened = measured.widened.astype(bool)
         figure.add_trace(go.Scatter(
-            x=rows.channels, y=rows.median_ms, mode="lines+markers", name=label,
+            x=measured.channels, y=measured.median_ms, mode="markers" if not predicted.empty else "lines+markers",
+            name=f"measured: {label}",
             marker={"symbol": ["circle-open" if w else "circle" for w in widened], "size": 8},
-            error_y={"type": "data", "symmetric": False, "array": rows.p75_ms - rows.median_ms,
-                     "arrayminus": rows.median_ms - rows.p25_ms},
-            customdata=rows[["p25_ms", "p75_ms", "widened"]],
+            error_y={"type": "data", "symmetric": False, "array": measured.p75_ms - measured.median_ms,
+                     "arrayminus": measured.median_ms - measured.p25_ms},
+            customdata=measured[["p25_ms", "p75_ms", "widened"]],
             hovertemplate="%{x} channels: %{y:.4f} ms (IQR %{customdata[0]:.4f}-%{customdata[1]:.4f})"
                           "<extra>" + label + "</extra>",
         ))
-        friendly = set(friendly_counts(curve(rows)))
-        chosen = rows[rows.channels.isin(friendly)]
+        points = curve(rows)
+        friendly = set(friendly_counts(points))
+        value = {p.channels: p.median_ms for p in points}
+        chosen = sorted(friendly)
         figure.add_trace(go.Scatter(
-            x=chosen.channels, y=chosen.median_ms, mode="markers", name=f"hardware-friendly: {label}",
+            x=chosen, y=[value[c] for c in chosen], mode="markers", name=f"hardware-friendly: {label}",
             marker={"symbol": "triangle-up", "size": 11, "color": "green"},
             hovertemplate="%{x} channels: every larger count is slower<extra></extra>",
         ))
-        traps = find_traps(curve(rows))
+        traps = find_traps(curve(measured))
+        checks = dict(zip(measured.channels, measured.trap_check)) if "trap_check" in measured else {}
         if traps:
             figure.add_trace(go.Scatter(
                 x=[t.channels for t in traps], y=[t.median_ms for t in traps], mode="markers",
                 name=f"slower than a larger count: {label}",
                 marker={"symbol": "x", "size": 13, "color": "red", "line": {"width": 1}},
                 text=[f"{t.channels} ch: {t.median_ms:.4f} ms, {t.faster_channels} ch run in {t.faster_ms:.4f} ms "
-                      f"({t.slowdown:.2f}x)" for t in traps],
+                      f"({t.slowdown:.2f}x)" + (" - confirmed by a second look" if checks.get(t.channels) ==
+                                                "confirmed" else "") for t in traps],
                 hovertemplate="%{text}<extra></extra>",
             ))
-    for original in sorted(ok.original_channels.unique()):
+    for original in sorted(shown.original_channels.unique()):
         figure.add_vline(x=int(original), line_dash="dash", line_color="gray",
                          annotation_text=f"original width {int(original)}: open markers widen the layer")
-    figure.update_layout(title=title, xaxis_title="output channels", yaxis_title="latency (ms, median; bars: IQR)",
+    figure.update_layout(title=title, xaxis_title="output channels",
+                         yaxis_title="latency (ms, median; bars: IQR; dotted: the model, band: its spread)",
                          template="plotly_white", legend={"orientation": "h", "y": -0.2})
     return figure
 

@@ -23,19 +23,34 @@ def layers_table(label: str, input_shape: tuple[int, ...], layers) -> Table:
 
 
 def sweep_tables(frame: pd.DataFrame) -> list[Table]:
-    """One table per series (model, layer, backend, target, ...), traps and failures noted."""
+    """One table per series (model, layer, backend, target, ...): measured points with traps (and
+    their second look) and failures noted, predicted points marked with the model's spread."""
     tables = []
     for values, rows in frame.groupby(SERIES, sort=True):
         key = dict(zip(SERIES, values))
         traps = {t.channels: t for t in find_traps(curve(usable(rows)))}
-        table = Table(title=f"{key['model']} {key['layer']}: {series_label(key)}")
+        predicted = rows[rows.status == "predicted"]
+        title = f"{key['model']} {key['layer']}: {series_label(key)}"
+        if not predicted.empty:
+            title += (f"\n{len(rows) - len(predicted)} measured, {len(predicted)} predicted (~): the model predicts "
+                      f"{predicted.model_cv_within.iloc[0]:.0%} of measured counts within 10% (cross-validated)")
+        table = Table(title=title)
         for column in ("channels", "median ms", "IQR ms", "note"):
             table.add_column(column, justify="left" if column == "note" else "right")
         for row in rows.sort_values("channels").itertuples():
             note = ["widened"] if row.widened else []
+            check = getattr(row, "trap_check", None)
             if row.channels in traps:
                 trap = traps[row.channels]
-                note.append(f"[red]trap: {trap.faster_channels} ch run {trap.slowdown:.2f}x faster[/red]")
+                confirmed = f" ({check} by a second look)" if check == "confirmed" else ""
+                note.append(f"[red]trap: {trap.faster_channels} ch run {trap.slowdown:.2f}x faster{confirmed}[/red]")
+            elif isinstance(check, str) and check.startswith("luck"):
+                note.append(f"tuning luck: the trap went away on a {check.removeprefix('luck-')}")
+            if row.status == "predicted":
+                note.append("predicted")
+                table.add_row(str(row.channels), f"~{row.predicted_ms:.4f}", f"±{row.predicted_spread:.0%} (model)",
+                              ", ".join(note), style="dim")
+                continue
             if row.status != "ok":
                 note.append(f"[red]failed: {row.error}[/red]")
                 table.add_row(str(row.channels), "", "", ", ".join(note))
@@ -44,6 +59,12 @@ def sweep_tables(frame: pd.DataFrame) -> list[Table]:
                           ", ".join(note))
         tables.append(table)
     return tables
+
+
+def trap_check_line(checks) -> str:
+    """One line on the second looks at tuned traps (second_look.TrapCheck)."""
+    verdicts = ", ".join(f"{c.channels} (vs {c.faster_channels}): {c.verdict}" for c in checks)
+    return f"second look at {len(checks)} trap{'s' if len(checks) != 1 else ''}: {verdicts}"
 
 
 def fit_table(title: str, fits: list[dict]) -> Table:

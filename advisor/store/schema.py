@@ -38,11 +38,20 @@ POINTS = Table("points", {
     "stride_h": "INTEGER", "stride_w": "INTEGER", "pad_h": "INTEGER", "pad_w": "INTEGER",
     "dilation_h": "INTEGER", "dilation_w": "INTEGER", "groups": "INTEGER", "bias": "INTEGER",
     "flops": "INTEGER",
-    "status": "TEXT NOT NULL",  # ok | failed
+    "status": "TEXT NOT NULL",  # ok | failed | predicted (by an active sweep's model: no timing)
     "error": "TEXT", **_TIMING,
     "max_abs_err": "REAL", "trials_run": "INTEGER", "tuning_seconds": "REAL", "schedules_reused": "INTEGER",
+    # tuned backends: the trials the count's workload holds (every call's), and why its tuning stopped
+    # (converged: the stop rule; cap: the trial cap; untuned)
+    "trials_spent": "INTEGER", "tuning_stop": "TEXT",
     # processes that measured the point (a suspect gets a second opinion; the faster run is kept)
     "runs": "INTEGER DEFAULT 1", "slower_run_ms": "REAL",
+    # a tuned trap's second look: confirmed, luck-replay or luck-retune (removed by that step)
+    "trap_check": "TEXT",
+    # an active sweep's model at this count (predicted rows): median latency, the ensemble's relative
+    # spread, and the share of measured counts the model predicts within 10% (cross-validated)
+    "predicted_ms": "REAL", "predicted_spread": "REAL", "model_cv_within": "REAL",
+    "model_settled": "INTEGER",  # 1: the sweep stopped by its rule (0: at its point limit)
     **_ENVIRONMENT, "measured_at": "TEXT NOT NULL",
 }, ("model", "input_shape", "layer", "backend", "target", "dtype", "trials", "threads", "channels"))
 
