@@ -13,8 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # A real sweep (TVM-tuned, then PyTorch) of ResNet-18's conv3 on this CPU, an active sweep of
-# every count 32..256 (PyTorch), the plot, and a recommendation: ResNet-18 pruned to a 20 ms
-# budget, measured beside uniform pruning.
+# every count 32..256 (PyTorch), the plot, and a recommendation: ResNet-18 (width 16) trained on
+# digits resized to 32x32, pruned to half its latency, fine-tuned, and measured and scored beside
+# Torch-Pruning at one ratio (plain and round_to=8) at the same budget.
 demo: setup
 	$(ADVISOR) layers --model resnet18-cifar
 	$(ADVISOR) sweep --model resnet18-cifar --layer conv3 --channels 32..256
@@ -22,7 +23,7 @@ demo: setup
 	mkdir -p out
 	$(ADVISOR) sweep --model resnet18-cifar --layer conv3 --channels 32..256 --backend torch --threads 1 --strategy active --db out/active.db
 	$(ADVISOR) plot --layer conv3 --output out/conv3.html
-	$(ADVISOR) recommend --model resnet18-cifar --input 1x3x64x64 --budget-ms 20 --threads 1
+	$(ADVISOR) recommend --model resnet18-w16 --data digits --budget-ms 50% --threads 1
 
 system-packages:
 	bash scripts/system-packages.sh
@@ -32,3 +33,9 @@ test: setup system-packages
 
 bench: setup
 	$(PY) benchmarks/tvm_vs_torch.py
+
+# The board and host images (docker/README.md), built with buildah from a debootstrapped base; a
+# rebuild reuses cached layers. IMAGES="board host board-opencl" picks them.
+.PHONY: images
+images: system-packages
+	bash scripts/build-images.sh $(IMAGES)

@@ -2,7 +2,9 @@
 
 `python -m advisor.board.measure BUNDLE` (or `advisor measure BUNDLE`) runs each variant in its
 own process with TVM_USE_RUNTIME_LIB=1 and writes results.json; advisor.measure.bundle writes
-bundles and imports the results on the host.
+bundles and imports the results on the host. A network artifact (`advisor recommend --backend tvm`
+writes one: format advisor-network) has the same layout, one point per whole network, and is
+checked against PyTorch's stored output and timed the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from advisor.errors import one_line
 
 MANIFEST_FILE = "manifest.json"
 RESULTS_FILE = "results.json"
+FORMATS = ("advisor-bundle", "advisor-network")  # layer variants; whole networks
 
 
 def measure_bundle(directory: str | os.PathLike, timeout_s: float = 600.0, device_id: int = 0,
@@ -89,9 +92,10 @@ def measure_one(root: Path, index: int, device_id: int = 0) -> dict:
 
 
 def print_result(point: dict, row: dict) -> None:
-    """One line per variant, as it finishes."""
-    print(f"c={point['columns']['channels']}: {row['status']} {row.get('median_ms', row.get('error'))}",
-          file=sys.stderr)
+    """One line per variant or network, as it finishes."""
+    columns = point["columns"]
+    name = columns["network"] if "network" in columns else f"c={columns['channels']}"
+    print(f"{name}: {row['status']} {row.get('median_ms', row.get('error'))}", file=sys.stderr)
 
 
 def main(argv: list[str]) -> int:
@@ -107,6 +111,13 @@ def main(argv: list[str]) -> int:
     root = Path(args.bundle)
     if not (root / MANIFEST_FILE).is_file():
         print(f"error: {root} is not a bundle (no {MANIFEST_FILE})", file=sys.stderr)
+        return 2
+    try:
+        kind = json.loads((root / MANIFEST_FILE).read_text()).get("format")
+    except (ValueError, AttributeError):
+        kind = None
+    if kind not in FORMATS:
+        print(f"error: {root / MANIFEST_FILE} is not a bundle or network manifest", file=sys.stderr)
         return 2
     if args.point is not None:
         print(json.dumps(measure_one(root, args.point, args.device_id)))

@@ -1,7 +1,8 @@
 """Labelled images for accuracy: scikit-learn's digits (no download), an image folder, or an .npz.
 
 Every loader returns a `Dataset` split once, with a fixed seed, into training and held-out images;
-accuracy is only ever measured on the held-out part.
+accuracy is only ever measured on the held-out part. `fit_to_input` resizes a data set to a network's
+input after the split, so the held-out images stay held out.
 """
 
 from __future__ import annotations
@@ -156,3 +157,26 @@ def split(x: np.ndarray, y: np.ndarray, classes: list[str], name: str, test_frac
     x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
     return Dataset(name, torch.from_numpy(x[~test_mask]), torch.from_numpy(y[~test_mask]),
                    torch.from_numpy(x[test_mask]), torch.from_numpy(y[test_mask]), classes)
+
+
+def fit_to_input(dataset: Dataset, input_shape: tuple[int, ...]) -> Dataset:
+    """The data set's images resized (bilinear) to the network's height and width, a grayscale image
+    repeated over the network's channels or a colour one averaged to one channel. The split is kept."""
+    if len(input_shape) != 4:
+        raise AdvisorError(f"a network with input {input_shape} does not take images (N x C x H x W)")
+    channels, height, width = input_shape[1:]
+    have = dataset.image_shape[0]
+    if have != channels and 1 not in (have, channels):
+        raise AdvisorError(f"{dataset.name} has {have}-channel images; the network takes {channels} channels")
+    if dataset.image_shape == (channels, height, width):
+        return dataset
+
+    def fit(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2:] != (height, width):
+            x = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+        if x.shape[1] != channels:
+            x = x.expand(-1, channels, -1, -1) if x.shape[1] == 1 else x.mean(1, keepdim=True)
+        return x.contiguous()
+
+    return Dataset(f"{dataset.name}@{channels}x{height}x{width}", fit(dataset.x_train), dataset.y_train,
+                   fit(dataset.x_test), dataset.y_test, dataset.classes)

@@ -1,7 +1,8 @@
 """Built-in networks in plain torch (torchvision does not install beside the CPU torch here).
 
 Each comes in an ImageNet form (224x224 input, 1000 classes) and a CIFAR form (32x32 input,
-10 classes, with a stem that does not shrink the small image away).
+10 classes, with a stem that does not shrink the small image away); each can be built for another
+number of classes and input channels (a network trained on a data set gets the data set's).
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ _VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 51
 
 
 class VGG16(nn.Module):
-    def __init__(self, num_classes: int = 1000, cifar: bool = False) -> None:
+    def __init__(self, num_classes: int = 1000, cifar: bool = False, in_channels: int = 3) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        channels = 3
+        channels = in_channels
         for item in _VGG16:
             if item == "M":
                 layers.append(nn.MaxPool2d(2, 2))
@@ -123,10 +124,10 @@ _MOBILENET_V2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6,
 
 
 class MobileNetV2(nn.Module):
-    def __init__(self, num_classes: int = 1000, cifar: bool = False) -> None:
+    def __init__(self, num_classes: int = 1000, cifar: bool = False, in_channels: int = 3) -> None:
         super().__init__()
         stem_stride = 1 if cifar else 2
-        layers: list[nn.Module] = [_conv_bn_relu6(3, 32, 3, stem_stride)]
+        layers: list[nn.Module] = [_conv_bn_relu6(in_channels, 32, 3, stem_stride)]
         channels = 32
         for index, (expand, cout, repeats, stride) in enumerate(_MOBILENET_V2):
             if cifar and index == 1:
@@ -171,20 +172,34 @@ class TinyNet(nn.Module):
 @dataclass(frozen=True)
 class BuiltinNetwork:
     name: str
-    factory: Callable[[], nn.Module]
+    build: Callable[[int, int], nn.Module]  # (classes, input channels) -> the network, untrained
     input_shape: tuple[int, ...]
+    classes: int  # the head's width as named (10 for the CIFAR forms)
     summary: str
+
+    def factory(self) -> nn.Module:
+        """The network as named: its own classes and input channels."""
+        return self.build(self.classes, self.input_shape[1])
 
 
 BUILTIN_NETWORKS: dict[str, BuiltinNetwork] = {
     net.name: net
     for net in [
-        BuiltinNetwork("resnet18", lambda: ResNet18(), (1, 3, 224, 224), "ResNet-18, ImageNet"),
-        BuiltinNetwork("resnet18-cifar", lambda: ResNet18(10, cifar=True), (1, 3, 32, 32), "ResNet-18, CIFAR-10"),
-        BuiltinNetwork("vgg16", lambda: VGG16(), (1, 3, 224, 224), "VGG-16 with batch norm, ImageNet"),
-        BuiltinNetwork("vgg16-cifar", lambda: VGG16(10, cifar=True), (1, 3, 32, 32), "VGG-16 with batch norm, CIFAR-10"),
-        BuiltinNetwork("mobilenet_v2", lambda: MobileNetV2(), (1, 3, 224, 224), "MobileNetV2, ImageNet"),
-        BuiltinNetwork("mobilenet_v2-cifar", lambda: MobileNetV2(10, cifar=True), (1, 3, 32, 32), "MobileNetV2, CIFAR-10"),
-        BuiltinNetwork("tinynet", lambda: TinyNet(), (1, 3, 16, 16), "4 convolutions, for tests"),
+        BuiltinNetwork("resnet18", lambda k, c: ResNet18(k, in_channels=c), (1, 3, 224, 224), 1000,
+                       "ResNet-18, ImageNet"),
+        BuiltinNetwork("resnet18-cifar", lambda k, c: ResNet18(k, cifar=True, in_channels=c), (1, 3, 32, 32), 10,
+                       "ResNet-18, CIFAR-10"),
+        BuiltinNetwork("resnet18-w16", lambda k, c: ResNet18(k, cifar=True, width=16, in_channels=c),
+                       (1, 3, 32, 32), 10, "ResNet-18 at a quarter of the width (16), CIFAR-10"),
+        BuiltinNetwork("vgg16", lambda k, c: VGG16(k, in_channels=c), (1, 3, 224, 224), 1000,
+                       "VGG-16 with batch norm, ImageNet"),
+        BuiltinNetwork("vgg16-cifar", lambda k, c: VGG16(k, cifar=True, in_channels=c), (1, 3, 32, 32), 10,
+                       "VGG-16 with batch norm, CIFAR-10"),
+        BuiltinNetwork("mobilenet_v2", lambda k, c: MobileNetV2(k, in_channels=c), (1, 3, 224, 224), 1000,
+                       "MobileNetV2, ImageNet"),
+        BuiltinNetwork("mobilenet_v2-cifar", lambda k, c: MobileNetV2(k, cifar=True, in_channels=c),
+                       (1, 3, 32, 32), 10, "MobileNetV2, CIFAR-10"),
+        BuiltinNetwork("tinynet", lambda k, c: TinyNet(k, in_channels=c), (1, 3, 16, 16), 10,
+                       "4 convolutions, for tests"),
     ]
 }

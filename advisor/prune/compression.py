@@ -20,7 +20,7 @@ from torch import nn
 
 from advisor.errors import AdvisorError
 from advisor.model.datasets import Dataset
-from advisor.model.training import train
+from advisor.model.training import finetune
 from advisor.prune.groups import prune_by_plan, prune_uniform, read_plan
 
 TECHNIQUES = {  # --techniques word -> techniques it expands to
@@ -104,9 +104,7 @@ def compress(spec: VariantSpec, model: nn.Module, dataset: Dataset, seed: int = 
 
 
 def _finetuned(model: nn.Module, spec: VariantSpec, dataset: Dataset, seed: int) -> nn.Module:
-    if spec.finetune:
-        train(model, dataset.x_train, dataset.y_train, spec.finetune, seed=seed + 1, lr=1e-3)
-    return model.eval()
+    return finetune(model, dataset, spec.finetune, seed)
 
 
 def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:

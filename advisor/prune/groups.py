@@ -1,6 +1,7 @@
 """Channel groups, the one channel-pruning module of recommend and pareto: the channels a network
 must prune together (Torch-Pruning's dependency graph), their importance, and a pruned copy of the
-network at chosen per-group counts, at a uniform ratio, or as a plan file asks."""
+network at chosen per-group counts, at a uniform ratio, or as a plan file asks; and Torch-Pruning's
+own pruner at one ratio (optionally rounding kept channels, `round_to`), the baseline users run."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from torch import nn
 
 from advisor.errors import AdvisorError, one_line
 
-IMPORTANCES = ("magnitude", "lamp", "fpgm", "bn")
+IMPORTANCES = ("magnitude", "lamp", "fpgm", "bn", "taylor")
+NEEDS_DATA = ("taylor",)  # criteria computed from the loss's gradients on labelled images
 
 
 @dataclass
@@ -31,12 +33,20 @@ class ChannelGroup:
     multiple: int = 1  # counts must be multiples of this (grouped, non-depthwise convolutions)
 
     def lost(self, count: int) -> float:
-        """Importance of the channels dropped when keeping the `count` most important."""
-        ranked = np.sort(self.importance)[::-1]
-        return float(ranked[count:].sum())
+        """Importance of the channels dropped when keeping `count` (those `keep` picks)."""
+        return float(self.importance.sum() - self.importance[self.keep(count)].sum())
 
     def keep(self, count: int) -> list[int]:
-        return sorted(np.argsort(-self.importance)[:count].tolist())
+        """The channels kept: the `count` most important; in a group that grouped convolutions read
+        (multiple > 1), the same positions in each of its `multiple` blocks, the most important
+        over all blocks, as a grouped convolution can only lose the same channels in every group
+        (Torch-Pruning prunes their inputs that way)."""
+        if self.multiple == 1:
+            return sorted(np.argsort(-self.importance, kind="stable")[:count].tolist())
+        size = self.channels // self.multiple
+        scores = self.importance.reshape(self.multiple, size).sum(0)
+        positions = np.argsort(-scores, kind="stable")[:count // self.multiple]
+        return sorted(int(block * size + p) for block in range(self.multiple) for p in positions)
 
 
 def importance_criterion(name: str):
@@ -46,7 +56,10 @@ def importance_criterion(name: str):
                 "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),  # pareto's uniform and plan pruning
                 "lamp": lambda: tp.importance.LAMPImportance(p=2),
                 "fpgm": lambda: tp.importance.FPGMImportance(p=2),
-                "bn": lambda: tp.importance.BNScaleImportance()}
+                "bn": lambda: tp.importance.BNScaleImportance(),
+                # first-order Taylor (|weight x gradient of the loss|), not normalised within groups, so
+                # that one group's channels compare with another's as the planner compares them (HALP)
+                "taylor": lambda: tp.importance.GroupTaylorImportance(normalizer=None)}
     if name not in criteria or name not in (*IMPORTANCES, "l1"):
         raise AdvisorError(f"unknown importance {name!r}: use one of {', '.join(IMPORTANCES)}")
     return criteria[name]()
@@ -67,9 +80,23 @@ def _groups(graph, module: nn.Module):
     return list(graph.get_all_groups(root_module_types=[nn.Conv2d], ignored_layers=outputs))
 
 
-def channel_groups(module: nn.Module, example: torch.Tensor, importance: str = "magnitude") -> list[ChannelGroup]:
-    """The network's channel groups rooted at convolutions, each channel scored by `importance`."""
+def loss_gradients(module: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """The cross-entropy loss's gradients on labelled batches, accumulated in the parameters' .grad
+    (what a gradient criterion reads); batch norms use their running statistics (eval mode)."""
+    module.eval().zero_grad()
+    for x, y in batches:
+        torch.nn.functional.cross_entropy(module(x), y).backward()
+
+
+def channel_groups(module: nn.Module, example: torch.Tensor, importance: str = "magnitude",
+                   batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[ChannelGroup]:
+    """The network's channel groups rooted at convolutions, each channel scored by `importance`
+    (a gradient criterion on `batches` of labelled images)."""
     criterion = importance_criterion(importance)
+    if importance in NEEDS_DATA:
+        if not batches:
+            raise AdvisorError(f"importance {importance!r} needs labelled images: give --data")
+        loss_gradients(module, batches)
     graph = _graph(module, example)
     names = graph._module2name
     groups = []
@@ -97,6 +124,8 @@ def channel_groups(module: nn.Module, example: torch.Tensor, importance: str = "
                 raise AdvisorError(f"importance {importance!r} has no score for {names[root]}")
             groups.append(ChannelGroup(names[root], len(scores), sorted(set(outs)), sorted(set(ins)),
                                        scores.detach().cpu().numpy().astype(float), multiple))
+    if importance in NEEDS_DATA:
+        module.zero_grad(set_to_none=True)
     return groups
 
 
@@ -114,8 +143,84 @@ def prune_to(module: nn.Module, example: torch.Tensor, groups: list[ChannelGroup
             raise AdvisorError(f"{group.name}: cannot keep {count} of {group.channels} channels")
         tp_group = by_name[group.name]
         drop = sorted(set(range(group.channels)) - set(group.keep(count)))
-        graph.get_pruning_group(tp_group[0].dep.target.module, tp_group[0].dep.handler, drop).prune()
+        try:
+            graph.get_pruning_group(tp_group[0].dep.target.module, tp_group[0].dep.handler, drop).prune()
+        except Exception as error:
+            raise AdvisorError(f"Torch-Pruning cannot keep {count} of {group.name}'s {group.channels} channels: "
+                               f"{one_line(error, 200)}") from None
     return pruned
+
+
+def counts_of(module: nn.Module, groups: list[ChannelGroup]) -> dict[str, int]:
+    """Each group's count in a pruned copy of the network the groups were found in (its root
+    convolution's outputs)."""
+    modules = dict(module.named_modules())
+    counts = {}
+    for group in groups:
+        conv = modules.get(group.name)
+        counts[group.name] = conv.out_channels if isinstance(conv, nn.Conv2d) else group.channels
+    return counts
+
+
+def architecture(module: nn.Module) -> str:
+    """What a network's latency depends on besides its operations: every convolution's and linear
+    layer's shape, as one short key."""
+    import hashlib
+
+    shapes = [f"{name}:{tuple(m.weight.shape)}:{getattr(m, 'groups', 1)}" for name, m in module.named_modules()
+              if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return hashlib.sha256("|".join(shapes).encode()).hexdigest()[:16]
+
+
+def flops(module: nn.Module, example: torch.Tensor) -> int:
+    """Floating-point operations of one forward pass of the convolutions and linear layers (two per
+    multiply-add), counted on their outputs' shapes."""
+    total = [0]
+
+    def count(layer, _inputs, output):
+        if isinstance(layer, nn.Conv2d):
+            per_output = (layer.in_channels // layer.groups) * layer.kernel_size[0] * layer.kernel_size[1]
+        else:
+            per_output = layer.in_features
+        total[0] += 2 * output.numel() * per_output
+
+    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.inference_mode():
+            module.eval()(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total[0]
+
+
+def torch_pruning_uniform(module: nn.Module, example: torch.Tensor, keep_ratio: float, importance: str = "magnitude",
+                          round_to: int | None = None,
+                          batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> nn.Module:
+    """A copy pruned by Torch-Pruning's own pruner at one ratio (1 - keep_ratio) in every group rooted
+    at a convolution, keeping its most important channels (a gradient criterion on `batches`); with
+    `round_to`, each kept count rounded down to a multiple of it (Torch-Pruning leaves a group whole
+    where that would keep none). The classifier's outputs are not pruned."""
+    import torch_pruning as tp
+
+    pruned = copy.deepcopy(module).eval()
+    if keep_ratio >= 1:
+        return pruned
+    if importance in NEEDS_DATA:
+        if not batches:
+            raise AdvisorError(f"importance {importance!r} needs labelled images: give --data")
+        loss_gradients(pruned, batches)
+    outputs = [m for m in pruned.modules() if isinstance(m, nn.Linear)][-1:]
+    try:
+        pruner = tp.pruner.BasePruner(pruned, example, importance=importance_criterion(importance),
+                                      pruning_ratio=1 - keep_ratio, ignored_layers=outputs, round_to=round_to,
+                                      root_module_types=[nn.Conv2d])
+        pruner.step()
+        pruned.zero_grad(set_to_none=True)
+    except Exception as error:
+        raise AdvisorError(f"Torch-Pruning cannot prune this network at ratio {1 - keep_ratio:.2f}: "
+                           f"{one_line(error, 200)}") from None
+    return pruned.eval()
 
 
 def uniform_counts(groups: list[ChannelGroup], keep_ratio: float) -> dict[str, int]:

@@ -148,9 +148,37 @@ def plan_counts(predictor: Predictor, groups: list[ChannelGroup], budget_ms: flo
 
 
 def next_aim(aim: float, budget_ms: float, measured_ms: float, unpruned_at_calibration_ms: float,
-             unpruned_at_check_ms: float) -> float:
+             unpruned_at_check_ms: float, margin: float = MARGIN) -> float:
     """What the planner aims at (in the units of the calibration) after a plan measured over budget:
     tightened by the overshoot, and at least by how much slower the machine ran at the check than
     at calibration (a slower spell otherwise left three plans over budget: docs/recommend.md)."""
     slower = max(1.0, unpruned_at_check_ms / unpruned_at_calibration_ms)
-    return min(aim * budget_ms / measured_ms, budget_ms * (1 - MARGIN) / slower)
+    return min(aim * budget_ms / measured_ms, budget_ms * (1 - margin) / slower)
+
+
+@dataclass
+class GroupCurve:
+    """One group's predicted latency against its count, the other groups at the plan's counts: the
+    convolutions it touches, summed, in the cost model's units (not calibrated)."""
+
+    group: str
+    counts: list[int]
+    predicted_ms: list[float]
+    chosen: int
+    original: int
+    measured_ms: float | None = None  # the same convolutions at the chosen count, measured
+
+
+def group_curves(predictor: Predictor, groups: list[ChannelGroup], plan: dict[str, int],
+                 min_ratio: float) -> list[GroupCurve]:
+    """The curve of every group the plan prunes."""
+    lows = floors(groups, min_ratio)
+    curves = []
+    for group in groups:
+        if plan[group.name] >= group.channels:
+            continue
+        options = [c for c in range(lows[group.name], group.channels + 1) if c % group.multiple == 0]
+        touched = [s for s in predictor.slots if group.name in (s.out_group, s.in_group)]
+        latency = Predictor(predictor.model, touched).conv_sum([{**plan, group.name: c} for c in options])
+        curves.append(GroupCurve(group.name, options, [float(v) for v in latency], plan[group.name], group.channels))
+    return curves

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from advisor.board.timing import Timing, TimingPolicy
@@ -63,3 +64,10 @@ class Backend(ABC):
     def network(self, module: torch.nn.Module, example: torch.Tensor, target: TargetSpec, *,
                 tuning_root: str = "tuning_logs", trials: int = 0, cost_model: str = "xgb") -> Network:
         """The network prepared for timing; raises Unavailable where this backend cannot run it."""
+
+    def export_networks(self, networks: dict, example: torch.Tensor, directory: Path, target: TargetSpec,
+                        policy: TimingPolicy, threads: int) -> Path | None:
+        """Write prepared networks (name: (Network, the module whose weights it should carry)) as a
+        deployable artifact that TVM's runtime alone loads and times (advisor.board.measure); the
+        path of its manifest, or None where this backend compiles nothing to deploy."""
+        return None

@@ -57,9 +57,11 @@ class TorchNetwork:
     def __init__(self, module: torch.nn.Module, example: torch.Tensor, cuda: bool = False) -> None:
         self.module, self.example, self.cuda = module.eval(), example, cuda
         self.sync = lambda: None
-        if cuda:
+        if cuda:  # a copy on the device: the caller's module stays where it is (it may be trained next)
+            import copy
+
             _cudnn_as_deployed()
-            self.module, self.example, self.sync = module.cuda(), example.cuda(), torch.cuda.synchronize
+            self.module, self.example, self.sync = copy.deepcopy(module).cuda(), example.cuda(), torch.cuda.synchronize
 
     def time(self, policy: TimingPolicy, threads: int | None = None) -> Timing:
         with torch_threads(threads), torch.inference_mode():

@@ -1,15 +1,23 @@
-"""TVM: MetaSchedule-tuned Relax, compiled and timed by TVM's runtime (here or on a board)."""
+"""TVM: MetaSchedule-tuned Relax, compiled and timed by TVM's runtime (here or on a board); a
+compiled network exported with its weights as an artifact that the runtime alone runs."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from advisor.board.runtime import check_and_time, first_output
 from advisor.board.timing import Timing, TimingPolicy, calls_per_sample, steady_allocator
-from advisor.compile.build import compile_layer, compile_network
+from advisor.compile.build import compile_layer, compile_network, network_reference
+from advisor.compile.quiet import native_stderr_silenced
+from advisor.compile.relax_import import to_relax
 from advisor.compile.tuning import ScheduleCache
 from advisor.errors import AdvisorError, one_line
 from advisor.measure.backends.base import TOLERANCES, Backend, Unavailable, WrongOutput
@@ -55,6 +63,38 @@ class TvmBackend(Backend):
     def network(self, module, example, target, *, tuning_root="tuning_logs", trials=0, cost_model="xgb"):
         return TvmNetwork(module, example, ScheduleCache(tuning_root, target), trials, cost_model)
 
+    def export_networks(self, networks, example, directory, target, policy, threads):
+        """One shared library per network (`export_library`), its inputs (the example and the
+        module's weights, in the order `main` takes them) with PyTorch's output in an .npz, and
+        manifest.json in the bundle format (format advisor-network), so that `advisor measure` and
+        `python -m advisor.board.measure` check and time each network with TVM's runtime alone."""
+        from advisor.board.measure import MANIFEST_FILE
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        points = []
+        for name, (network, module) in networks.items():
+            _mod, weights = to_relax(module, example)
+            # TVM's runtime logs a warning for every memory scope an executable saves (a leftover
+            # LOG(WARNING) in vm/executable.cc): nothing a user can act on
+            with native_stderr_silenced():
+                network.executable.export_library(str(directory / f"{name}.so"))
+            arguments = ["x", *(f"w{i}" for i in range(len(weights)))]
+            np.savez(directory / f"{name}.npz", reference=network_reference(module, example),
+                     **dict(zip(arguments, [example.numpy(), *weights])))
+            points.append({"key": {"network": name}, "columns": {"network": name, "threads": threads},
+                           "library": f"{name}.so", "inputs": f"{name}.npz", "arguments": arguments,
+                           "tolerance": TOLERANCES["float32"]})
+        manifest = {"format": ARTIFACT_FORMAT, "version": 1, "target_kind": target.kind, "target": target.name,
+                    "target_config": target.config, "input_shape": list(example.shape), "policy": asdict(policy),
+                    "points": points}
+        path = directory / MANIFEST_FILE
+        path.write_text(json.dumps(manifest, indent=1))
+        return path
+
+
+ARTIFACT_FORMAT = "advisor-network"
+
 
 def _cuda_graph_timing(call, policy: TimingPolicy) -> dict:
     from advisor.measure.cuda_timing import time_cuda
@@ -85,6 +125,7 @@ class TvmNetwork:
                                   "output float32, which then meets float16 tensors)") from None
             raise Unavailable(str(error)) from None
         self.device = cache.target.device()
+        self.executable = compiled.executable
         self.vm = relax.VirtualMachine(compiled.executable, self.device)
         self.args = [tvm.runtime.tensor(array, self.device) for array in compiled.inputs]
         self.tuning_seconds = compiled.outcome.seconds
