@@ -136,7 +136,9 @@ def test_weight_pruning_global_and_per_layer(trained, digits):
     assert all(_sparsity(m.weight) == 0 for m, _ in prunable_weights(trained))  # original untouched
     tuned = compress(VariantSpec("weight-global", 0.9, finetune=1), trained, digits).module
     untuned = compress(VariantSpec("weight-global", 0.9), trained, digits).module
-    assert all(abs(_sparsity(m.weight)) >= 0.0 for m, _ in prunable_weights(tuned))
+    pairs = list(zip((m.weight for m, _ in prunable_weights(tuned)), (m.weight for m, _ in prunable_weights(untuned))))
+    assert all(torch.equal(t == 0, u == 0) for t, u in pairs)  # the same weights pruned, and kept at zero
+    assert sum(not torch.equal(t, u) for t, u in pairs) == len(pairs)  # while every layer's others trained on
     zeros_tuned = sum(int((m.weight == 0).sum()) for m, _ in prunable_weights(tuned))
     assert abs(zeros_tuned / total - 0.9) < 0.01  # fine-tuning keeps the pruned weights at zero
     assert accuracy(tuned, digits.x_test, digits.y_test) >= accuracy(untuned, digits.x_test, digits.y_test) - 0.02

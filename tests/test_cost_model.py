@@ -19,8 +19,8 @@ from advisor.board.timing import TimingPolicy
 from conftest import run_advisor
 
 
-def _tiny_layer():
-    loaded = load_model("tinynet")
+def _tiny_layer(input_shape=None):
+    loaded = load_model("tinynet", input_shape)
     return loaded, find_layer(conv_layers(loaded), "conv4")
 
 
@@ -35,9 +35,10 @@ def test_features_see_alignment():
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    """A real PyTorch sweep of a tiny layer, every count from 4 to 64."""
+    """A real PyTorch sweep of a small layer, every count from 4 to 64 (at 32x32, so that its latency
+    grows with the count: at TinyNet's own 8x8 the call's overhead is most of it)."""
     path = tmp_path_factory.mktemp("cm") / "r.db"
-    loaded, layer = _tiny_layer()
+    loaded, layer = _tiny_layer("1x3x64x64")
     plan = SweepSpec(loaded.label, loaded.input_shape, layer, list(range(4, 65)), "torch", parse_target("llvm", 1),
                      0, 1, policy=TimingPolicy(repeats=5, min_sample_ms=5))
     with ResultStore(path) as store:
@@ -51,7 +52,11 @@ def test_fit_predicts_and_reports_held_out_accuracy(measured):
     assert (frame.status == "ok").sum() == 61
     result = evaluate(frame, test_share=0.25, seed=1)
     assert result.test_points == 15 and result.train_points == 46
-    assert 0 <= result.within_10pct <= 1 and result.mean_abs_pct_error >= 0
+    # on points it never saw: most within 10%, and far closer than the curve's own spread (what
+    # predicting one latency for every count would score)
+    spread = float(np.abs(frame.min_ms.median() / frame.min_ms - 1).mean() * 100)
+    assert result.within_10pct >= 0.8, result
+    assert result.mean_abs_pct_error < min(10.0, spread / 3), (result, spread)
     model = fit(frame)
     predicted = model.predict(frame)
     assert predicted.shape == (61,) and np.all(predicted > 0)
@@ -68,7 +73,8 @@ def test_model_round_trips_with_provenance(measured, tmp_path):
     assert loaded.provenance_["points"] == 61 and loaded.provenance_["source"] == str(path)
     assert loaded.provenance_["layers"] == ["conv4"] and len(loaded.provenance_["rows_sha256"]) == 64
     mean, spread = loaded.predict_spread(frame)
-    assert spread.shape == mean.shape and np.all(spread >= 0)
+    assert np.allclose(spread, model.predict_spread(frame)[1], rtol=1e-5)  # all three members came back
+    assert spread.max() > 0 and np.median(spread) < 0.1  # they disagree, a little, on their own data
 
 
 def test_bad_model_files_and_too_little_data(tmp_path, measured):

@@ -28,6 +28,15 @@ def test_every_builtin_exports_and_runs(name):
     assert layers[0].input_shape == model.input_shape
     if name.startswith(("resnet18", "vgg16", "mobilenet")):
         assert len(layers) >= 13
+    x = torch.randn(model.input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        eager = model.module.eval()(x)
+        exported = model.exported().module()(x)  # the graph the layers were read from computes the same
+    assert eager.shape == (1, BUILTIN_NETWORKS[name].classes) and torch.isfinite(eager).all()
+    assert torch.allclose(exported, eager, rtol=1e-4, atol=1e-4 * float(eager.abs().max()))
+    for layer in (layers[0], layers[-1]):  # a layer alone, as a sweep builds it, has its place's shapes
+        conv, alone = layer.build()
+        assert tuple(conv(alone).shape) == (1, layer.out_channels, *layer.output_hw())
 
 
 def test_depthwise_channels_move_together():

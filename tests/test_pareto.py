@@ -1,7 +1,10 @@
 """`advisor pareto` end to end on TinyNet and digits (default TVM schedules, one thread), its resume,
 its page in headless Chromium, and its bad inputs."""
 
+import os
+import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -9,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import REPO, run_advisor
+from conftest import ADVISOR, REPO, run_advisor
 
 FAST = ["--model", "tinynet", "--sparsities", "0.7", "--ratios", "0.5", "--trials", "0", "--repeats", "2",
         "--epochs", "4", "--threads", "1", "--finetune", "1"]
@@ -58,6 +61,63 @@ def test_page_and_table(run):
     assert "Pareto front" in html and "weight-global 70% +ft1" in html and "plotly" in html
 
 
+LABELS = ["baseline", "weight-global 70% +ft1", "weight-layer 70% +ft1", "channel-uniform 50% +ft1", "fp16", "int8"]
+
+
+def test_a_log_gets_one_line_per_variant_and_no_third_party_noise(run):
+    _, _, result = run
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    finished = [re.match(r"^(.+?): (tvm 1t .+), (torch 1t .+) \((\d)/6 done", line) for line in lines]
+    finished = [match for match in finished if match]
+    assert [m.group(1) for m in finished] == LABELS, result.stderr  # each as it finished, in order
+    assert [int(m.group(4)) for m in finished] == [1, 2, 3, 4, 5, 6]
+    assert all(re.fullmatch(r"(tvm|torch) 1t (\d+\.\d{3} ms|unavailable)", part)
+               for m in finished for part in m.group(2, 3))
+    # nothing else but the training notice and the summary: no profiler or compiler chatter
+    others = [line for line in lines if not re.match(r"^(.+?): tvm 1t .+\(\d/6 done", line)]
+    assert len(others) == 2 and others[0].startswith("training tinynet on digits"), others
+    assert re.fullmatch(r"6 variants measured, 0 reused from p.db, 0 failures; wrote \S+page.html and \S+page.csv",
+                        others[1]), others  # one line, however long: a log is not wrapped
+    for noise in ("USDT", "profiler_start", "BlockBuilder", "Warning", "warn("):
+        assert noise not in result.stderr, result.stderr
+
+
+def test_killed_after_its_first_variant_resumes_without_measuring_it_again(run, tmp_path):
+    """SIGKILL once the first variant is stored (its line is printed after its rows), then the same command."""
+    _, cache, _ = run  # the trained network is cached: no training here
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ADVISOR_MODEL_CACHE": str(cache)}
+    quant = [*FAST, "--techniques", "quant", "--db", "k.db", "-o", "out/k.html"]  # baseline, fp16, int8
+    process = subprocess.Popen([*ADVISOR, "pareto", *quant], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    line = ""
+    try:
+        for line in process.stderr:
+            if "(1/3 done" in line:
+                os.killpg(process.pid, signal.SIGKILL)  # the next variant is still being quantised
+                break
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    assert line.startswith("baseline:"), line
+    before = _latency_rows(tmp_path / "k.db")
+    assert [(variant, backend) for variant, backend, *_ in before] == [("baseline|0||ft0", "torch"),
+                                                                      ("baseline|0||ft0", "tvm")], before
+
+    again = _advisor(tmp_path, cache, *quant)
+    assert again.returncode == 0, again.stderr
+    assert "2 variants measured, 1 reused" in again.stderr, again.stderr
+    assert "baseline: reused (1/3 done" in again.stderr
+    after = _latency_rows(tmp_path / "k.db")
+    assert len(after) == 6 and set(before) <= set(after)  # the baseline's rows as they were stored
+
+
+def _latency_rows(db):
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT variant, backend, threads, median_ms, measured_at FROM pareto_latency "
+                                  "ORDER BY variant, backend").fetchall()
+
+
 def test_resume_measures_nothing_again(run):
     folder, cache, _ = run
     before = sqlite3.connect(folder / "p.db").execute("SELECT count(*), max(measured_at) FROM pareto_latency").fetchone()
@@ -98,7 +158,8 @@ def test_page_in_headless_chromium(run):
 def test_bad_inputs(tmp_path, args, message):
     result = _advisor(tmp_path, tmp_path / "models", *args, "--db", "x.db")
     assert result.returncode == 2, result.stdout + result.stderr
-    assert message in result.stderr and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
 
 
 def test_bad_npz_and_raising_evaluate(tmp_path):

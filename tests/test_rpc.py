@@ -13,7 +13,8 @@ import pytest
 
 from tests.conftest import REPO, run_advisor
 
-TINY = ["--model", "tinynet", "--layer", "conv2", "--threads", "1", "--repeats", "3"]
+TINY = ["--model", "tinynet", "--layer", "conv2", "--threads", "1", "--repeats", "3", "--strategy",
+        "exhaustive"]
 
 
 def free_port() -> int:
@@ -35,6 +36,19 @@ def wait_for(path, text: str, timeout: float = 60.0, count: int = 1) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"{text!r} never appeared in {path}:\n{path.read_text()}")
+
+
+def wait_for_board(tracker_port: int, key: str = "board", timeout: float = 60.0) -> None:
+    """Until the tracker lists a free board of `key` (the server registers after it binds)."""
+    from tvm import rpc
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queue = rpc.connect_tracker("127.0.0.1", tracker_port).summary()["queue_info"]
+        if queue.get(key, {}).get("free", 0) >= 1:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no board of key {key!r} registered with the tracker within {timeout:g} s")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -89,19 +103,26 @@ def test_tracker_pool_board_dropping_mid_sweep_costs_only_unfinished_points(tmp_
                    "--tracker", f"127.0.0.1:{tracker_port}", "--key", "board")
     sweep = ["sweep", *TINY, "--channels", "8,16,24", "--trials", "0", "--tracker", f"127.0.0.1:{tracker_port}",
              "--key", "board"]
+    running = None
     try:
         with open(server_log, "w") as log:
             server = start(*server_args, log=log)
         wait_for(server_log, "bind to")
-        time.sleep(1)  # let the server register its key
+        wait_for_board(tracker_port)
         running = subprocess.Popen(
             [sys.executable, "-m", "advisor", *sweep], cwd=tmp_path, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(REPO)})
-        wait_for(server_log, "load_module", timeout=120)  # the first point is on the board
-        wait_for(server_log, "finish serving", timeout=60, count=2)  # (after the connection check)
+        line = ""
+        for line in running.stderr:  # printed once the first point's row is committed
+            if "c=8: " in line:
+                break
+        assert "c=8: " in line and "(1/3 done" in line, line
+        os.killpg(running.pid, signal.SIGSTOP)  # the second point cannot reach the board before it drops
         stop(server)  # the board drops
+        os.killpg(running.pid, signal.SIGCONT)
         _, stderr = running.communicate(timeout=300)
+        stderr = line + stderr
         assert running.returncode == 1, stderr
         first = rows(tmp_path / "advisor.db")
         assert first[0]["status"] == "ok" and first[0]["device"].endswith("key board")
@@ -110,7 +131,7 @@ def test_tracker_pool_board_dropping_mid_sweep_costs_only_unfinished_points(tmp_
 
         with open(server_log, "a") as log:  # the board is back: the same command resumes
             server = start(*server_args, log=log)
-        time.sleep(3)
+        wait_for_board(tracker_port)
         again = run_advisor(*sweep, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         assert "resuming: 1 of 3" in again.stderr
@@ -118,6 +139,8 @@ def test_tracker_pool_board_dropping_mid_sweep_costs_only_unfinished_points(tmp_
         assert [row["status"] for row in final] == ["ok"] * 3
         assert final[0]["measured_at"] == first[0]["measured_at"]  # not measured again
     finally:
+        if running is not None and running.poll() is None:
+            stop(running)
         stop(server)
         stop(tracker)
 

@@ -56,3 +56,39 @@ def test_refuses_a_corrupt_database(tmp_path):
 def test_missing_folder(tmp_path):
     with pytest.raises(AdvisorError, match="does not exist"):
         ResultStore(tmp_path / "nope" / "r.db")
+
+
+def _open_and_save(path, channels, barrier, failures) -> None:
+    """One process: wait for the others, then open (or create) the database and write one point."""
+    barrier.wait()
+    try:
+        with ResultStore(path) as store:
+            store.save(_point(channels))
+    except BaseException as error:  # reported to the parent, which fails the test
+        failures.put(f"process {channels}: {type(error).__name__}: {error}")
+
+
+def test_one_fresh_database_opened_by_8_processes_at_once_20_times(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")  # started in milliseconds, so the opens overlap
+    failures = context.SimpleQueue()
+    for attempt in range(20):
+        path = tmp_path / f"fresh{attempt}.db"
+        barrier = context.Barrier(8)
+        processes = [context.Process(target=_open_and_save, args=(path, channels, barrier, failures))
+                     for channels in range(1, 9)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=120)
+        messages = []
+        while not failures.empty():
+            messages.append(failures.get())
+        assert not messages, f"attempt {attempt}: " + "; ".join(messages)
+        assert [process.exitcode for process in processes] == [0] * 8
+        with sqlite3.connect(path) as connection:  # every point there once, the schema made once
+            channels = [row[0] for row in connection.execute("SELECT channels FROM points ORDER BY channels")]
+            meta = connection.execute("SELECT key, value FROM advisor_meta ORDER BY key").fetchall()
+        assert channels == list(range(1, 9)), f"attempt {attempt}"
+        assert meta == [("format", "advisor-results"), ("schema_version", "1")]

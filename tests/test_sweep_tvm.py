@@ -5,7 +5,8 @@ import sqlite3
 
 from conftest import run_advisor
 
-SWEEP = ["sweep", "--model", "tinynet", "--layer", "conv4", "--channels", "8..16:8", "--trials", "4",
+# conv4 has 32 output channels: 40 widens it
+SWEEP = ["sweep", "--model", "tinynet", "--layer", "conv4", "--channels", "16,40", "--trials", "4",
          "--repeats", "5"]
 
 
@@ -24,15 +25,15 @@ def _records(workdir):
 def test_tuned_sweep_matches_pytorch_then_reuses_schedules(workdir):
     first = run_advisor(*SWEEP, cwd=workdir, check=True)
     rows = _rows(workdir / "advisor.db")
-    assert [r["channels"] for r in rows] == [8, 16]
+    assert [(r["channels"], r["original_channels"], r["widened"]) for r in rows] == [(16, 32, 0), (40, 32, 1)]
     for row in rows:
         assert row["status"] == "ok" and row["backend"] == "tvm" and row["target"] == "llvm"
         assert row["max_abs_err"] <= 1e-3
         assert 0 < row["min_ms"] <= row["median_ms"] <= row["max_ms"] and row["repeats"] == 5
-        assert row["trials_run"] >= 4 and row["schedules_reused"] == 0 and row["tuning_seconds"] > 0
+        assert row["trials_run"] == row["trials_spent"] == 4 and row["tuning_stop"] == "cap"  # cap 4: the rule's
+        assert row["schedules_reused"] == 0 and row["tuning_seconds"] > 0  # patience is 16
         assert row["tvm_version"].startswith("0.27") and row["torch_version"] and row["cpu_model"]
         assert json.loads(row["target_config"])["mcpu"]  # tuned for this CPU, not generic x86-64
-        assert row["widened"] == (row["channels"] > 32)
     assert "2 measured" in first.stderr
     records = _records(workdir)
 

@@ -16,8 +16,8 @@ from advisor.errors import AdvisorError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Which channel counts does your hardware like? Sweep, model, prune, prove.")
-out = Console(width=max(100, Console().width))
-err = Console(stderr=True)
+out = Console(width=max(120, Console().width))  # tables of four networks stay unwrapped in a log
+err = Console(stderr=True, soft_wrap=True)  # a line of a log stays one line
 
 MODEL = typer.Option("resnet18-cifar", "--model", "-m",
                      help="Built-in name, path/file.py:factory (with --input), or a .pt2 program.")

@@ -16,6 +16,7 @@ Peak memory while running:
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -83,6 +84,9 @@ def torch_peak_bytes(module: nn.Module, example: torch.Tensor) -> int:
     """Peak of live CPU allocations during one forward pass (PyTorch profiler memory events)."""
     from torch.profiler import ProfilerActivity, profile
 
+    # Kineto (the profiler's engine) prints "profiler_start/stop" lines on every use at its highest
+    # level (USDT, 5); it reads its level once, at its first use: 6 keeps it quiet unless a user set one
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with torch.inference_mode():
         module(example)  # lazily built state (packed weights, caches) is not the forward's memory
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:

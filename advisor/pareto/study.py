@@ -19,7 +19,7 @@ import torch
 from advisor.board.timing import TimingPolicy
 from advisor.compile.targets import TargetSpec
 from advisor.errors import AdvisorError, one_line
-from advisor.measure.backends import BACKENDS, Unavailable, get_backend
+from advisor.measure.backends import BACKENDS, TOLERANCES, Unavailable, WrongOutput, get_backend
 from advisor.measure.environment import environment
 from advisor.measure.memory import stored_size
 from advisor.measure.threads import torch_threads
@@ -153,7 +153,8 @@ def _network(study: ParetoSpec, compressed: Compressed, backend: str):
     if key not in _networks or _networks[key][0] is not compressed:
         if all(held is not compressed for held, _ in _networks.values()):
             _networks.clear()  # a new variant: free the previous one's modules
-        example = torch.zeros(study.dataset.input_shape(1), dtype=compressed.input_dtype)
+        # a held-out image, not zeros: the output checked against PyTorch's must depend on every weight
+        example = study.dataset.x_test[:1].to(compressed.input_dtype)
         network = get_backend(backend).network(compressed.module, example, study.target,
                                                tuning_root=study.tuning_root, trials=study.trials)
         _networks[key] = (compressed, network)
@@ -163,6 +164,7 @@ def _network(study: ParetoSpec, compressed: Compressed, backend: str):
 def _measure_latency(study: ParetoSpec, compressed: Compressed, backend: str, threads: int) -> dict:
     try:
         network = _network(study, compressed, backend)
+        _check_output(network, compressed, backend)
         timing = network.time(study.policy, threads)
         with torch_threads(threads):
             peak, method = network.peak()
@@ -175,6 +177,17 @@ def _measure_latency(study: ParetoSpec, compressed: Compressed, backend: str, th
         return _failure(error)
     return {"status": "ok", **timing.to_dict(), "peak_bytes": peak, "peak_method": method,
             "max_abs_err": network.max_abs_err, "tuning_seconds": network.tuning_seconds}
+
+
+def _check_output(network, compressed: Compressed, backend: str) -> None:
+    """The correctness gate: a compiled network whose output is not PyTorch's is recorded as failed,
+    not timed (the same tolerance as a layer's, for the network's input precision)."""
+    if network.max_abs_err is None:  # PyTorch itself
+        return
+    tolerance = TOLERANCES.get(str(compressed.input_dtype).removeprefix("torch."), TOLERANCES["float32"])
+    if not network.max_abs_err <= tolerance:
+        raise WrongOutput(f"{backend} output differs from PyTorch by {network.max_abs_err:.3g} "
+                          f"(tolerance {tolerance})")
 
 
 def _failure(error: Exception) -> dict:
