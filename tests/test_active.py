@@ -14,15 +14,14 @@ from advisor.model.loading import load_model
 from advisor.store.results import ResultStore
 from advisor.measure.sweep import SweepSpec
 from advisor.compile.targets import parse_target
-from advisor.board.timing import TimingPolicy
-from conftest import run_advisor
+from conftest import STEADY_TIMING, run_advisor
 
 
 def _plan(tmp_path, backend, counts, trials=0):
     loaded = load_model("tinynet")
     layer = find_layer(conv_layers(loaded), "conv4")
     return SweepSpec(loaded.label, loaded.input_shape, layer, counts, backend, parse_target("llvm", 1), trials, 1,
-                     str(tmp_path / "tuning_logs"), policy=TimingPolicy(repeats=5, min_sample_ms=5))
+                     str(tmp_path / "tuning_logs"), policy=STEADY_TIMING)
 
 
 def test_initial_counts_span_the_range_and_probe_alignment():

@@ -15,8 +15,7 @@ from advisor.learn.curves import CurvePoint, step_report
 from advisor.store.results import ResultStore
 from advisor.measure.sweep import SweepSpec, run_sweep
 from advisor.compile.targets import parse_target
-from advisor.board.timing import TimingPolicy
-from conftest import run_advisor
+from conftest import STEADY_TIMING, run_advisor
 
 
 def _tiny_layer(input_shape=None):
@@ -40,7 +39,7 @@ def measured(tmp_path_factory):
     path = tmp_path_factory.mktemp("cm") / "r.db"
     loaded, layer = _tiny_layer("1x3x64x64")
     plan = SweepSpec(loaded.label, loaded.input_shape, layer, list(range(4, 65)), "torch", parse_target("llvm", 1),
-                     0, 1, policy=TimingPolicy(repeats=5, min_sample_ms=5))
+                     0, 1, policy=STEADY_TIMING)
     with ResultStore(path) as store:
         run_sweep(plan, store)
         frame = store.frame()

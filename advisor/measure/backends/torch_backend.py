@@ -36,7 +36,7 @@ class TorchBackend(Backend):
             with torch.inference_mode():
                 timing, _method = time_cuda(lambda: conv(x), spec.policy)
             return {**timing.to_dict(), **_NOT_TUNED}
-        with torch.inference_mode():
+        with torch_threads(spec.threads), torch.inference_mode():  # the threads the row says
             timing = time_callable(lambda: conv(x), spec.policy)
         return {**timing.to_dict(), **_NOT_TUNED}
 

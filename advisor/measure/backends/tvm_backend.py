@@ -49,6 +49,8 @@ class TvmBackend(Backend):
         import tvm
         from tvm import relax
 
+        if not spec.target.is_gpu:
+            set_tvm_threads(spec.threads)  # the threads the row says, whoever called
         device = spec.target.device()
         vm = relax.VirtualMachine(compiled.executable, device)
         args = [tvm.runtime.tensor(array, device) for array in compiled.inputs]
