@@ -2,7 +2,7 @@
 
     python benchmarks/recommend_bench.py [--model resnet18-w16] [--data digits] [--input 1x3x32x32]
         [--budget 50%] [--backends torch,tvm] [--target llvm] [--trials 8] [--threads 1]
-        [--work out/recommend-bench] [--output data/cpu/recommend_bench.txt]
+        [--work out/recommend-bench] [--output data/cpu/recommend/torch-magnitude.txt]
 
 For each backend, from an empty database and tuning directory in --work (kept: a rerun resumes from
 every stored point and network timing, and adds its time to the earlier sessions'), it recommends
