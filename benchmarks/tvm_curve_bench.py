@@ -101,7 +101,8 @@ class Work:
 
 def advisor(*args: str, log: Path) -> tuple[int, float]:
     """Run the CLI in a fresh process (as a user does); its output goes to `log`. (exit status, s)"""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    path = os.environ.get("PYTHONPATH")  # kept: a TVM unpacked beside (the GPU machine's /tmp/tvm-site)
+    env = {**os.environ, "PYTHONPATH": str(REPO) + (os.pathsep + path if path else ""), "PYTHONUNBUFFERED": "1"}
     started = time.perf_counter()
     with open(log, "a") as out:
         out.write(f"\n$ advisor {' '.join(args)}  # {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC\n")
@@ -283,7 +284,9 @@ def vendor_grid(work: Work, args, grid: list[int], sweeps: dict) -> None:
     vendor = series(work.folder(stage), backend="torch")
     if vendor is None:
         return
-    name = "cuDNN" if vendor.target.iloc[0].startswith("cuda") else "oneDNN"
+    from advisor.compile.targets import parse_target
+
+    name = "cuDNN" if parse_target(args.target).kind == "cuda" else "oneDNN"
     reference = vendor.set_index("channels").median_ms
     for sweep, rows in sweeps.items():
         tvm = rows[rows.status == "ok"].set_index("channels").median_ms

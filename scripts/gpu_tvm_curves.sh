@@ -18,8 +18,9 @@ if ! python3 -c "import tvm" 2>/dev/null && [ -f .device-tvm/install.sh ]; then
   bash .device-tvm/install.sh >&2 && export PYTHONPATH=/tmp/tvm-site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD}
-work=$(mktemp -d)
-PYTHONUNBUFFERED=1 python3 benchmarks/tvm_curve_bench.py --work "$work" --model resnet18 --layer conv3 \
+work=${WORK:-$(mktemp -d)}   # WORK: a folder kept between calls resumes the benchmark
+# LIMIT_S bounds the benchmark (a device command's limit is 600 s) so that its rows are still exported
+PYTHONUNBUFFERED=1 timeout "${LIMIT_S:-560}" python3 benchmarks/tvm_curve_bench.py --work "$work" --model resnet18 --layer conv3 \
   --target "${TARGET:-nvidia/nvidia-h100}" --dtype "$dtype" --cost-model random --trials 32 \
   --strategy exhaustive --grid "$grid" --stages A,B,vendor-grid 2>&1 | grep --line-buffered -v '━' | tee "$out/tvm-$dtype.log"
 for stage in A B vendor-grid; do
