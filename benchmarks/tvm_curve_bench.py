@@ -237,13 +237,18 @@ def spread_pick(counts: list[int], n: int) -> list[int]:
     return sorted({counts[int(round(i))] for i in np.linspace(0, len(counts) - 1, n)})
 
 
+def vendor_library(target: str) -> str:
+    """The library PyTorch's convolutions run on for `target`."""
+    from advisor.compile.targets import parse_target
+
+    return "cuDNN" if parse_target(target).kind == "cuda" else "oneDNN"
+
+
 def vendor_stage(work: Work, args, friendly: list[int]) -> None:
     """TVM with each cap, then the vendor library, at the friendly counts: one tuning directory that
     the caps resume in turn; each sweep in its own process (TVM's thread pool, still spinning after
     its last call, slows PyTorch's threads in the same process)."""
-    from advisor.compile.targets import parse_target
-
-    vendor_name = "cuDNN" if parse_target(args.target).kind == "cuda" else "oneDNN"
+    vendor_name = vendor_library(args.target)
     counts = ",".join(map(str, friendly))
     say(f"vendor: tuned TVM against PyTorch ({vendor_name}) at friendly counts {friendly}, caps {args.caps}")
     folder = work.folder("vendor")
@@ -284,9 +289,7 @@ def vendor_grid(work: Work, args, grid: list[int], sweeps: dict) -> None:
     vendor = series(work.folder(stage), backend="torch")
     if vendor is None:
         return
-    from advisor.compile.targets import parse_target
-
-    name = "cuDNN" if parse_target(args.target).kind == "cuda" else "oneDNN"
+    name = vendor_library(args.target)
     reference = vendor.set_index("channels").median_ms
     for sweep, rows in sweeps.items():
         tvm = rows[rows.status == "ok"].set_index("channels").median_ms

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # `advisor recommend` on a CUDA GPU, against the baselines users have (benchmarks/recommend_bench.py):
 # ResNet-18 (width 16) trained on digits resized to 32x32, budget half the unpruned latency, with
-# PyTorch/cuDNN (--backend torch --target cuda) at batch 1 and 32, and with MetaSchedule-tuned TVM
-# (--backend tvm --target cuda) at batch 32. At batch 1 and 32 this network is bound by kernel
-# launches on an H100 (data/h100/recommend/README.md): half its latency is out of reach, hence batch 512.
+# PyTorch/cuDNN (--backend torch --target cuda) at batch 1, 32 and 512, and with MetaSchedule-tuned
+# TVM (--backend tvm --target cuda) at batch 32. At batch 1 and 32 this network is bound by kernel
+# launches on an H100 (data/h100/README.md, recommend/): half its latency is out of reach there.
 #
 #   bash scripts/gpu_recommend.sh            (repository root of the GPU machine; writes under $OUT)
 #
 # Each call runs the stages not done yet for at most ~9 minutes (a command's limit there is 10) and
-# stops (STAGES="cudnn-b1 cudnn-b32" runs only those); the work (databases, tuning logs, journals) stays in out/gpu-recommend/ while the machine
-# is warm, so the next call resumes where this one stopped (on a fresh machine, unpack the last
-# call's $OUT/gpu-recommend-state.tgz into out/ and carry it). Call it until it prints "all stages
+# stops (STAGES="cudnn-b1 cudnn-b32" runs only those); the work (databases, tuning logs, journals)
+# stays in out/gpu-recommend/ while the machine is warm, so the next call resumes where this one
+# stopped (on a fresh machine, unpack the last call's $OUT/gpu-recommend-state.tgz into out/ and
+# carry it). Call it until it prints "stages
 # done". Every call copies the stages' output so far to $OUT/<stage>.txt (the benchmark's text,
 # with its command and date) and $OUT/<stage>/ (database and journal). The tvm stage tunes every
 # convolution width it measures (about 200 with these settings): expect several calls; TVM_TRIALS
