@@ -184,9 +184,10 @@ def test_recommend_meets_a_reachable_budget_when_measured(tmp_path):
 
 
 def test_a_plan_measured_over_budget_recalibrates_the_next(tmp_path):
-    """Aiming 30% above the budget, the first plan is measured over it: its reading scales the
-    predictions and the next plan aims lower."""
-    setup = _config(tmp_path, margin=-0.3, plans=3)
+    """Aiming 50% above the budget (97.5% of the unpruned network), the first plan prunes so little
+    that it is measured over the budget however far the model's prediction is off (30% above was
+    once measured within it in CI): its reading scales the predictions and the next plan aims lower."""
+    setup = _config(tmp_path, margin=-0.5, plans=3)
     with ResultStore(tmp_path / "r.db") as store:
         result = recommend(setup, store, parse_budget("65%"))
     assert result.attempts >= 2
@@ -195,9 +196,10 @@ def test_a_plan_measured_over_budget_recalibrates_the_next(tmp_path):
 
 
 def test_cli_missed_budget_exits_2_with_its_outputs(tmp_path):
-    """One plan only, aimed 40% above the budget: measured over it, written, exit 2."""
+    """One plan only, aimed 50% above the budget (90% of the unpruned network): measured over it,
+    written, exit 2."""
     result = run_advisor("recommend", "--model", "tinynet", "--input", "1x3x64x64", "--budget-ms", "60%", *FAST,
-                         "--min-ratio", "0.1", "--margin", "-0.4", "--plans", "1", cwd=tmp_path)
+                         "--min-ratio", "0.1", "--margin", "-0.5", "--plans", "1", cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "missed when measured" in result.stderr and "Traceback" not in result.stderr
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
