@@ -29,7 +29,7 @@ system-packages:
 	bash scripts/system-packages.sh
 
 test: setup system-packages
-	$(PY) -m pytest -q -x
+	$(PY) -m pytest -q -x --durations=25
 
 bench: setup
 	$(PY) benchmarks/tvm_vs_torch.py
