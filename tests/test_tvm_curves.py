@@ -66,8 +66,10 @@ def _task_mods(mod, cache):
 
 
 def test_a_range_means_every_count_and_predictions_are_marked(workdir):
+    # --max-points: on a loaded CI machine the active stop once never fired and all 45 counts were
+    # measured, leaving nothing predicted to check; the cap keeps this test about the marking
     run_advisor("sweep", "--model", "tinynet", "--layer", "conv4", "--channels", "4..48", "--backend", "torch",
-                "--threads", "1", "--repeats", "5", cwd=workdir, check=True)
+                "--threads", "1", "--repeats", "5", "--max-points", "30", cwd=workdir, check=True)
     shown = json.loads(run_advisor("show", "--format", "json", cwd=workdir, check=True).stdout)
     assert sorted(r["channels"] for r in shown) == list(range(4, 49))  # every count, default active
     measured = [r for r in shown if r["status"] == "ok"]
