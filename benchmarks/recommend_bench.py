@@ -73,17 +73,22 @@ def session_seconds(work: Path, backend: str, seconds: float | None = None) -> f
 
 def run_backend(say, work: Path, backend: str, config, budget, scoring) -> None:
     """One recommendation, its comparison at equal accuracy, and the targets."""
+    from rich.console import Console
+
     from advisor.measure.threads import torch_threads
     from advisor.model.training import FINETUNE_ONE_CYCLE, finetuned_network
     from advisor.prune.groups import architecture, torch_pruning_uniform
     from advisor.prune.journal import Journal
     from advisor.prune.recommend import KEEP_STEP, Recommender
+    from advisor.report.progress import ConsoleProgress
     from advisor.store.results import ResultStore
 
     earlier = session_seconds(work, backend)
     started = time.perf_counter()
     with ResultStore(work / f"{backend}.db") as store:
+        # one line per measured width with the time left on stderr (a tuned backend's layers take minutes)
         recommender = Recommender(config, store, budget, scoring=scoring,
+                                  progress=ConsoleProgress(Console(stderr=True)),
                                   journal=Journal(work / f"{backend}.journal.json"))
         result = recommender.run()
         if not result.reachable:
