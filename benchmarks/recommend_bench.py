@@ -193,8 +193,6 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--cost-model", default="xgb", help="MetaSchedule's: xgb or random")
     parser.add_argument("--importance", default="magnitude", help="Torch-Pruning criterion (taylor: gradients)")
-    parser.add_argument("--loss", default="share", help="the planner's importance lost: share (of each "
-                        "group's) or channel")
     parser.add_argument("--min-ratio", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--samples", type=int, default=7)
@@ -236,8 +234,7 @@ def main() -> None:
         config = RecommendConfig(loaded, backend, target, args.trials, threads, str(work / "tuning_logs"),
                                  TimingPolicy(repeats=args.repeats),
                                  args.tuned_samples if get_backend(backend).tuned else args.samples,
-                                 min_ratio=args.min_ratio, importance=args.importance, loss=args.loss,
-                                 cost_model=args.cost_model)
+                                 min_ratio=args.min_ratio, importance=args.importance, cost_model=args.cost_model)
         tuned = config.trials if get_backend(backend).tuned else 0
         say(f"## {backend} on {target.name}" + (f", {tuned} MetaSchedule trials per convolution, "
                                                   f"{config.samples} sampled widths" if tuned else ""))

@@ -21,7 +21,6 @@ from advisor.model.layers import ConvLayer
 from advisor.prune.groups import ChannelGroup
 
 FRIENDLY_NOISE = 0.02  # a count is friendly only if every larger one is predicted this much slower
-LOSSES = ("share", "channel")  # how the planner counts importance lost (plan_counts)
 MARGIN = 0.03  # the planner aims this far below the budget: timing noise on a shared CPU is about 3%
 
 
@@ -109,14 +108,9 @@ def floors(groups: list[ChannelGroup], min_ratio: float) -> dict[str, int]:
     return {g.name: max(g.multiple, int(np.ceil(g.channels * min_ratio / g.multiple)) * g.multiple) for g in groups}
 
 
-def plan_counts(predictor: Predictor, groups: list[ChannelGroup], budget_ms: float, min_ratio: float,
-                loss: str = "share") -> PrunePlan:
+def plan_counts(predictor: Predictor, groups: list[ChannelGroup], budget_ms: float, min_ratio: float) -> PrunePlan:
     """Greedy: repeatedly cut the group whose next friendly count saves the most latency per unit of
-    importance lost, until the prediction meets the budget or nothing can be cut. `loss`: "share"
-    counts the importance lost as a share of the group's own ("channel": as it is; the criteria
-    normalise importance within each group, so a channel of a 16-channel group then weighs as much
-    as one of a 256-channel group, and the planner cut small early groups to the floor:
-    docs/recommend.md)."""
+    importance lost, until the prediction meets the budget or nothing can be cut."""
     counts = {g.name: g.channels for g in groups}
     lows = floors(groups, min_ratio)
     total_importance = sum(float(g.importance.sum()) for g in groups)
@@ -137,8 +131,6 @@ def plan_counts(predictor: Predictor, groups: list[ChannelGroup], budget_ms: flo
         for (group, count), latency in zip(moves, latencies):
             saved = current - latency
             lost = group.lost(count) - group.lost(counts[group.name])
-            if loss == "share":
-                lost /= max(float(group.importance.sum()), 1e-12)
             score = saved / (lost + 1e-6)
             if saved > 0 and score > best_score:
                 best, best_score = (group, count, float(latency)), score

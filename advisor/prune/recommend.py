@@ -49,7 +49,7 @@ from advisor.prune.groups import (IMPORTANCES, ChannelGroup, architecture, chann
                                   parameters, prune_to, torch_pruning_uniform, uniform_counts)
 from advisor.prune.journal import Journal
 from advisor.prune.planner import (MARGIN, ConvSlot, GroupCurve, Predictor, PrunePlan, conv_slots, floors,
-                                   LOSSES, group_curves, next_aim, plan_counts)
+                                   group_curves, next_aim, plan_counts)
 from advisor.store.results import ResultStore
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,6 @@ class RecommendConfig:
     min_ratio: float = 0.25
     seed: int = 0
     importance: str = "magnitude"
-    loss: str = "share"  # the planner's importance lost: "share" of each group's, or per "channel"
     margin: float = MARGIN  # the planner aims this share under the budget
     plans: int = REPLANS  # plans measured at most
     cost_model: str = "xgb"  # MetaSchedule's, when tuning
@@ -126,8 +125,6 @@ class RecommendConfig:
         self.trials = backend.trials_key(self.trials)
         if self.importance not in IMPORTANCES:
             raise AdvisorError(f"unknown importance {self.importance!r}: use one of {', '.join(IMPORTANCES)}")
-        if self.loss not in LOSSES:
-            raise AdvisorError(f"unknown --loss {self.loss!r}: use {' or '.join(LOSSES)}")
         if not 0 < self.min_ratio <= 1:
             raise AdvisorError(f"--min-ratio must be in (0, 1], not {self.min_ratio}")
         if self.samples < 3:
@@ -153,7 +150,7 @@ class RecommendConfig:
         about = {"model": self.loaded.label, "input": list(self.loaded.input_shape), "backend": self.backend,
                  "target": self.target.config, "trials": self.trials, "threads": self.threads,
                  "policy": asdict(self.policy), "samples": self.samples, "min_ratio": self.min_ratio,
-                 "seed": self.seed, "importance": self.importance, "loss": self.loss, "margin": self.margin, "plans": self.plans,
+                 "seed": self.seed, "importance": self.importance, "margin": self.margin, "plans": self.plans,
                  "cost_model": self.cost_model, "budget": asdict(budget), "weights": weights}
         return hashlib.sha256(json.dumps(about, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -479,10 +476,9 @@ class Recommender:
         return self.budget.limit(self.anchor_ms[0])
 
     def _plan(self, aim: float) -> PrunePlan:
-        plan = plan_counts(self.predictor, self.groups, aim, self.config.min_ratio, self.config.loss)
+        plan = plan_counts(self.predictor, self.groups, aim, self.config.min_ratio)
         if not plan.met and aim < self.limit_at_calibration:  # a tightened aim out of reach: settle for the budget
-            plan = plan_counts(self.predictor, self.groups, self.limit_at_calibration, self.config.min_ratio,
-                               self.config.loss)
+            plan = plan_counts(self.predictor, self.groups, self.limit_at_calibration, self.config.min_ratio)
         return plan
 
     def plan_on_measured_layers(self, aim: float) -> PrunePlan:
