@@ -19,10 +19,10 @@ if ! python3 -c "import tvm" 2>/dev/null && [ -f .device-tvm/install.sh ]; then
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD}
 work=${WORK:-$(mktemp -d)}   # WORK: a folder kept between calls resumes the benchmark
-# STAGES: a subset of A,B,vendor-grid for one call (float32 needs two calls: A, then the rest)
+# TRIALS: the cap of MetaSchedule trials a count (default 32). STAGES: a subset of A,B,vendor-grid for one call (float32 needs two calls: A, then the rest)
 # LIMIT_S bounds the benchmark (a device command's limit is 600 s) so that its rows are still exported
 PYTHONUNBUFFERED=1 timeout "${LIMIT_S:-560}" python3 benchmarks/tvm_curve_bench.py --work "$work" --model resnet18 --layer conv3 \
-  --target "${TARGET:-nvidia/nvidia-h100}" --dtype "$dtype" --cost-model random --trials 32 \
+  --target "${TARGET:-nvidia/nvidia-h100}" --dtype "$dtype" --cost-model random --trials "${TRIALS:-32}" \
   --strategy exhaustive --grid "$grid" --stages "${STAGES:-A,B,vendor-grid}" 2>&1 | grep --line-buffered -v '━' | tee "$out/tvm-$dtype.log"
 for stage in A B vendor-grid; do
   [ -f "$work/$stage/sweep.log" ] && { echo "== $stage"; grep -v '━' "$work/$stage/sweep.log"; }
