@@ -67,6 +67,9 @@ def test_after_a_plan_over_budget_the_aim_allows_for_a_slower_machine():
     assert next_aim(aim, 20.0, 21.0, 35.0, 35.0) == pytest.approx(aim * 20 / 21)
     # a faster machine at the check never loosens it past the budget's margin
     assert next_aim(aim, 20.0, 20.5, 35.0, 30.0) == pytest.approx(aim * 20 / 20.5)
+    # aimed 50% above the budget (margin -0.5), a plan measured just over it: the next aim is the budget,
+    # not 29 ms, under which the same plan would be planned again
+    assert next_aim(30.0, 20.0, 20.5, 35.0, 35.0, margin=-0.5) == 20.0
 
 
 def test_units_respect_residual_and_depthwise_dependencies():

@@ -151,9 +151,11 @@ def next_aim(aim: float, budget_ms: float, measured_ms: float, unpruned_at_calib
              unpruned_at_check_ms: float, margin: float = MARGIN) -> float:
     """What the planner aims at (in the units of the calibration) after a plan measured over budget:
     tightened by the overshoot, and at least by how much slower the machine ran at the check than
-    at calibration (a slower spell otherwise left three plans over budget: docs/recommend.md)."""
+    at calibration (a slower spell otherwise left three plans over budget: docs/recommend.md); never
+    above the budget (a negative margin aims above it, and the plan just measured over the budget
+    could then be planned again)."""
     slower = max(1.0, unpruned_at_check_ms / unpruned_at_calibration_ms)
-    return min(aim * budget_ms / measured_ms, budget_ms * (1 - margin) / slower)
+    return min(aim * budget_ms / measured_ms, budget_ms * (1 - margin) / slower, budget_ms)
 
 
 @dataclass
