@@ -41,6 +41,11 @@ SWEEP = ["sweep", "--model", "tinynet", "--layer", "conv4", "--backend", "torch"
     (["show", "--db", "missing.db"], "does not exist"),
     (["show", "--format", "xml"], "unknown format"),
     (["layers", "--model", "nosuch.py:build", "--input", "1x3x8x8"], "does not exist"),
+    # the shared options are checked before the model is loaded (a missing file would say "does not exist")
+    (["sweep", "--model", "nosuch.py:build", "--input", "1x3x8x8", "--layer", "conv1", "--repeats", "0"],
+     "--repeats must be at least 2"),
+    (["recommend", "--budget-ms", "5", "--model", "nosuch.py:build", "--input", "1x3x8x8", "--cost-model", "q"],
+     "unknown cost model 'q'"),
 ])
 def test_bad_input_gives_one_line_error(workdir, args, words):
     _one_line_error(run_advisor(*args, cwd=workdir), words)

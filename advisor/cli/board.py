@@ -32,6 +32,7 @@ def bundle(
     from advisor.cli.options import parse_channels
     from advisor.compile.targets import parse_target
     from advisor.measure.bundle import write_bundle
+    from advisor.measure.checks import check_measuring
     from advisor.measure.sweep import SweepSpec
     from advisor.measure.threads import use_threads
     from advisor.model.layers import conv_layers, find_layer
@@ -41,6 +42,7 @@ def bundle(
         raise AdvisorError("tuning needs the device: bundle with --trials 0 here, or tune over --rpc with "
                            "`advisor sweep` first (its schedules are reused from --tuning-dir)")
     counts = parse_channels(channels)
+    check_measuring(trials=trials, repeats=repeats, cost_model=cost_model, dtype=dtype)  # before loading
     thread_count = use_threads(threads)
     target_spec = parse_target(target, thread_count)
     loaded = load_model(model, input)

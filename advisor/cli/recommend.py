@@ -52,6 +52,7 @@ def recommend(
     Torch-Pruning at one ratio (plain and round_to=8) at the same budget."""
     from advisor.board.timing import TimingPolicy
     from advisor.compile.targets import parse_target
+    from advisor.measure.checks import check_measuring
     from advisor.measure.threads import use_threads
     from advisor.model.loading import load_model
     from advisor.model.training import load_evaluate
@@ -63,6 +64,7 @@ def recommend(
     from advisor.store.results import ResultStore
 
     budget = parse_budget(budget_ms)
+    check_measuring(backend=backend, trials=trials, repeats=repeats, cost_model=cost_model)  # before loading
     if pruned_model.suffix != ".pt2":
         raise AdvisorError(f"--pruned-model must end in .pt2, not {pruned_model.name}")
     if finetune < 0 or epochs < 1:

@@ -65,6 +65,7 @@ def sweep(
     from advisor.board.timing import TimingPolicy
     from advisor.cli.options import parse_channels
     from advisor.compile.targets import parse_target
+    from advisor.measure.checks import check_measuring
     from advisor.measure.sweep import SweepSpec, SweepSummary, run_sweep
     from advisor.measure.threads import use_threads
     from advisor.model.layers import conv_layers, find_layer
@@ -80,6 +81,7 @@ def sweep(
     if max_points is not None and max_points < 4:
         raise AdvisorError("--max-points must be at least 4 (a model needs points to fit)")
     counts = parse_channels(channels, default_step=1)
+    check_measuring(backend=backend, trials=trials, repeats=repeats, cost_model=cost_model, dtype=dtype)
     thread_count = use_threads(threads)
     spec_target = parse_target(target, thread_count)
     if board_timeout <= 0:

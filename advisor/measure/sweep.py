@@ -9,14 +9,14 @@ from advisor.board.timing import TimingPolicy
 from advisor.compile.targets import TargetSpec
 from advisor.errors import AdvisorError, one_line
 from advisor.measure.backends import get_backend
+from advisor.measure.checks import check_measuring
 from advisor.measure.environment import environment
-from advisor.model.layers import DTYPES, ConvLayer
+from advisor.model.layers import ConvLayer
 from advisor.progress import SILENT, Progress
 from advisor.store.results import ResultStore, usable
 from advisor.store.schema import KEY_COLUMNS
 
 log = logging.getLogger(__name__)
-COST_MODELS = ("xgb", "random")  # MetaSchedule's search cost models
 
 
 @dataclass
@@ -39,17 +39,11 @@ class SweepSpec:
     policy: TimingPolicy = field(default_factory=TimingPolicy)
 
     def __post_init__(self) -> None:
+        check_measuring(backend=self.backend, trials=self.trials, repeats=self.policy.repeats,
+                        cost_model=self.cost_model, dtype=self.dtype)
         backend = get_backend(self.backend)
-        if self.trials < 0:
-            raise AdvisorError("--trials must be 0 or more")
-        if self.policy.repeats < 2:
-            raise AdvisorError("--repeats must be at least 2 (a spread needs two samples)")
         if self.threads < 1:
             raise AdvisorError(f"--threads must be at least 1, not {self.threads}")
-        if self.cost_model not in COST_MODELS:
-            raise AdvisorError(f"unknown cost model {self.cost_model!r}: use {' or '.join(COST_MODELS)}")
-        if self.dtype not in DTYPES:
-            raise AdvisorError(f"unknown dtype {self.dtype!r}: use {' or '.join(DTYPES)}")
         backend.check_target(self.target)
         if self.remote is not None and not backend.tuned:
             raise AdvisorError("--rpc/--tracker measure TVM-compiled layers: use --backend tvm")

@@ -20,6 +20,7 @@ from advisor.board.timing import TimingPolicy
 from advisor.compile.targets import TargetSpec
 from advisor.errors import AdvisorError, one_line
 from advisor.measure.backends import BACKENDS, TOLERANCES, Unavailable, WrongOutput, get_backend
+from advisor.measure.checks import check_measuring
 from advisor.measure.environment import environment
 from advisor.measure.memory import stored_size
 from advisor.measure.threads import torch_threads
@@ -55,10 +56,7 @@ class ParetoSpec:
             raise AdvisorError(f"--backends {','.join(self.backends)!r}: use tvm, torch or both")
         if any(threads < 1 for threads in self.threads):
             raise AdvisorError("--threads counts must be at least 1")
-        if self.trials < 0:
-            raise AdvisorError("--trials must be 0 or more")
-        if self.policy.repeats < 2:
-            raise AdvisorError("--repeats must be at least 2 (a spread needs two samples)")
+        check_measuring(trials=self.trials, repeats=self.policy.repeats)
         if self.target.kind != "llvm" and any(get_backend(b).tuned for b in self.backends):
             raise AdvisorError("advisor pareto measures on this machine's CPU: use --target llvm")
 

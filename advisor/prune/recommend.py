@@ -38,7 +38,8 @@ from advisor.compile.targets import TargetSpec
 from advisor.errors import AdvisorError
 from advisor.learn.cost_model import fit
 from advisor.measure.backends import TOLERANCES, get_backend
-from advisor.measure.sweep import COST_MODELS, SweepSpec, run_sweep, series_frame
+from advisor.measure.checks import check_measuring
+from advisor.measure.sweep import SweepSpec, run_sweep, series_frame
 from advisor.measure.threads import torch_threads
 from advisor.model.datasets import Dataset
 from advisor.model.layers import ConvLayer, conv_layers
@@ -121,6 +122,8 @@ class RecommendConfig:
     cost_model: str = "xgb"  # MetaSchedule's, when tuning
 
     def __post_init__(self) -> None:
+        check_measuring(backend=self.backend, trials=self.trials, repeats=self.policy.repeats,
+                        cost_model=self.cost_model)
         backend = get_backend(self.backend)
         self.trials = backend.trials_key(self.trials)
         if self.importance not in IMPORTANCES:
@@ -129,16 +132,10 @@ class RecommendConfig:
             raise AdvisorError(f"--min-ratio must be in (0, 1], not {self.min_ratio}")
         if self.samples < 3:
             raise AdvisorError(f"--samples must be at least 3, not {self.samples}")
-        if self.policy.repeats < 2:
-            raise AdvisorError("--repeats must be at least 2 (a spread needs two samples)")
-        if self.trials < 0:
-            raise AdvisorError("--trials must be 0 or more")
         if not -0.5 <= self.margin < 0.5:
             raise AdvisorError(f"--margin must be in [-0.5, 0.5), not {self.margin}")
         if self.plans < 1:
             raise AdvisorError(f"--plans must be at least 1, not {self.plans}")
-        if self.cost_model not in COST_MODELS:
-            raise AdvisorError(f"unknown cost model {self.cost_model!r}: use {' or '.join(COST_MODELS)}")
         backend.check_target(self.target)
 
     def sweep(self, layer: ConvLayer, counts: list[int]) -> SweepSpec:
