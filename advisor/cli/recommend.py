@@ -64,7 +64,7 @@ def recommend(
     from advisor.store.results import ResultStore
 
     budget = parse_budget(budget_ms)
-    check_measuring(backend=backend, trials=trials, repeats=repeats, cost_model=cost_model)  # before loading
+    check_measuring(backend=backend, repeats=repeats, cost_model=cost_model)  # before loading (trials: the config)
     if pruned_model.suffix != ".pt2":
         raise AdvisorError(f"--pruned-model must end in .pt2, not {pruned_model.name}")
     if finetune < 0 or epochs < 1:

@@ -39,9 +39,9 @@ class SweepSpec:
     policy: TimingPolicy = field(default_factory=TimingPolicy)
 
     def __post_init__(self) -> None:
-        check_measuring(backend=self.backend, trials=self.trials, repeats=self.policy.repeats,
-                        cost_model=self.cost_model, dtype=self.dtype)
         backend = get_backend(self.backend)
+        check_measuring(trials=self.trials, repeats=self.policy.repeats, cost_model=self.cost_model,
+                        dtype=self.dtype)
         if self.threads < 1:
             raise AdvisorError(f"--threads must be at least 1, not {self.threads}")
         backend.check_target(self.target)

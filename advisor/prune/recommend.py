@@ -122,10 +122,9 @@ class RecommendConfig:
     cost_model: str = "xgb"  # MetaSchedule's, when tuning
 
     def __post_init__(self) -> None:
-        check_measuring(backend=self.backend, trials=self.trials, repeats=self.policy.repeats,
-                        cost_model=self.cost_model)
         backend = get_backend(self.backend)
-        self.trials = backend.trials_key(self.trials)
+        self.trials = backend.trials_key(self.trials)  # checked as keyed: trials do not apply to torch
+        check_measuring(trials=self.trials, repeats=self.policy.repeats, cost_model=self.cost_model)
         if self.importance not in IMPORTANCES:
             raise AdvisorError(f"unknown importance {self.importance!r}: use one of {', '.join(IMPORTANCES)}")
         if not 0 < self.min_ratio <= 1:
