@@ -16,7 +16,7 @@ from advisor.model.loading import LoadedModel, load_model, rebuild_module
 from advisor.prune.groups import (channel_groups, counts_of, flops, parameters, prune_to, torch_pruning_uniform,
                                   uniform_counts)
 from advisor.prune.planner import MARGIN, conv_slots, next_aim
-from advisor.prune.recommend import Budget, RecommendConfig, parse_budget, recommend
+from advisor.prune.recommend import Budget, RecommendConfig, measure_networks, parse_budget, recommend
 from advisor.store.results import ResultStore
 from conftest import run_advisor
 
@@ -140,6 +140,31 @@ def _config(tmp_path, shape="1x3x128x128", **overrides):
     settings = dict(policy=TimingPolicy(repeats=5, min_sample_ms=5), samples=4, min_ratio=0.1)
     settings.update(overrides)
     return RecommendConfig(loaded, "torch", parse_target("llvm", 1), 0, 1, str(tmp_path / "t"), **settings)
+
+
+class ThreadsSeen(nn.Module):
+    """Records PyTorch's intra-op thread count at each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.seen = nn.Conv2d(3, 4, 3), set()
+
+    def forward(self, x):
+        self.seen.add(torch.get_num_threads())
+        return self.conv(x)
+
+
+def test_networks_are_timed_at_the_configs_threads_whatever_the_caller_set(tmp_path):
+    """A library caller that never set PyTorch's threads: the networks still run at the config's
+    one thread (at the default, every core, a process on another core made readings 15x apart)."""
+    setup = _config(tmp_path, policy=TimingPolicy(repeats=3, min_sample_ms=0.1))
+    network, previous = ThreadsSeen(), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        measure_networks(setup, [network], torch.randn(1, 3, 8, 8))
+    finally:
+        torch.set_num_threads(previous)
+    assert network.seen == {1}
 
 
 def test_recommend_meets_a_reachable_budget_when_measured(tmp_path):
