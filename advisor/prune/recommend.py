@@ -351,8 +351,6 @@ def measure_networks(config: RecommendConfig, modules: list[nn.Module], example:
     for network in networks:  # a network that computes something else is not timed
         if network.max_abs_err is not None and not network.max_abs_err <= TOLERANCES["float32"]:
             raise AdvisorError(f"the compiled network's output differs from PyTorch's by {network.max_abs_err:.3g}")
-    # at the config's threads, whoever called: left at PyTorch's default (every core), a second
-    # process on one core made its OpenMP threads wait on each other (readings 15x apart)
     samples = [[network.time(per_round, config.threads).median_ms for network in networks] for _ in range(ROUNDS)]
     return [float(np.median([round_[i] for round_ in samples])) for i in range(len(modules))]
 

@@ -34,7 +34,9 @@ class Network(Protocol):
     max_abs_err: float | None  # against PyTorch's output (None: it is PyTorch)
     tuning_seconds: float
 
-    def time(self, policy: TimingPolicy, threads: int | None = None) -> Timing: ...
+    def time(self, policy: TimingPolicy, threads: int) -> Timing:
+        """Timed at `threads` CPU threads: required, since a process's current count is whatever its
+        caller left (docs/timing.md)."""
 
     def peak(self) -> tuple[int | None, str]:
         """Memory taken while running, and how it was measured."""

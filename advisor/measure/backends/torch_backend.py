@@ -63,7 +63,7 @@ class TorchNetwork:
             _cudnn_as_deployed()
             self.module, self.example, self.sync = copy.deepcopy(module).cuda(), example.cuda(), torch.cuda.synchronize
 
-    def time(self, policy: TimingPolicy, threads: int | None = None) -> Timing:
+    def time(self, policy: TimingPolicy, threads: int) -> Timing:
         with torch_threads(threads), torch.inference_mode():
             return time_callable(lambda: self.module(self.example), policy, self.sync)
 

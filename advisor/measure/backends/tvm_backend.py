@@ -136,9 +136,8 @@ class TvmNetwork:
         output = first_output(first["out"]).numpy().astype(np.float32)
         self.max_abs_err = float(np.abs(output - compiled.reference).max())
 
-    def time(self, policy: TimingPolicy, threads: int | None = None) -> Timing:
-        if threads is not None:
-            set_tvm_threads(threads)
+    def time(self, policy: TimingPolicy, threads: int) -> Timing:
+        set_tvm_threads(threads)
         call = lambda: self.vm["main"](*self.args)  # noqa: E731
         steady_allocator()
         for _ in range(policy.warmup):
