@@ -34,10 +34,10 @@ def test_features_see_alignment():
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    """A real PyTorch sweep of a small layer, every count from 4 to 64 (at 32x32, so that its latency
+    """A real PyTorch sweep of a small layer, every count from 4 to 64 (at 64x64, so that its latency
     grows with the count: at TinyNet's own 8x8 the call's overhead is most of it)."""
     path = tmp_path_factory.mktemp("cm") / "r.db"
-    loaded, layer = _tiny_layer("1x3x64x64")
+    loaded, layer = _tiny_layer("1x3x128x128")
     plan = SweepSpec(loaded.label, loaded.input_shape, layer, list(range(4, 65)), "torch", parse_target("llvm", 1),
                      0, 1, policy=STEADY_TIMING)
     with ResultStore(path) as store:
