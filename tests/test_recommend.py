@@ -15,7 +15,8 @@ from advisor.model.layers import conv_layers
 from advisor.model.loading import LoadedModel, load_model, rebuild_module
 from advisor.prune.groups import (channel_groups, counts_of, flops, parameters, prune_to, torch_pruning_uniform,
                                   uniform_counts)
-from advisor.prune.planner import MARGIN, conv_slots, next_aim
+from advisor.prune import recommend as recommend_module
+from advisor.prune.planner import MARGIN, conv_slots, floors, next_aim
 from advisor.prune.recommend import Budget, RecommendConfig, measure_networks, parse_budget, recommend
 from advisor.store.results import ResultStore
 from conftest import run_advisor
@@ -221,6 +222,20 @@ def test_a_plan_measured_over_budget_recalibrates_the_next(tmp_path):
     assert result.attempts >= 2
     over = result.calibration["measured_plans_ms"]
     assert len(over) >= 1 and result.calibration["scale"] != 1.0
+
+
+def test_a_plan_aimed_above_the_budget_is_measured_when_the_refits_run_out(tmp_path, monkeypatch):
+    """With a negative margin a plan is met within the aim, also where the rounds of refitting ran
+    out (one round here): judged on the budget there, it fell to every group's floor, the fastest
+    plan was measured and recorded first, and the floors met the budget (CI failed so once)."""
+    monkeypatch.setattr(recommend_module, "REFINES", 1)
+    setup = _config(tmp_path, margin=-0.5, plans=1)
+    with ResultStore(tmp_path / "r.db") as store:
+        result = recommend(setup, store, parse_budget("65%"))
+    assert result.attempts == 1 and result.fastest_ms is None
+    assert result.calibration["measured_plans_ms"] == []  # the fastest plan would be, measured within it
+    assert result.plan.counts != floors(result.groups, setup.min_ratio)
+    assert result.networks["recommended"].measured_ms > result.limit_ms and not result.met
 
 
 def test_cli_missed_budget_exits_2_with_its_outputs(tmp_path):

@@ -493,7 +493,10 @@ class Recommender:
             self.refit()
         limit = self.limit_at_calibration
         predicted = self.predictor.network([p.counts for p in tried])
-        tried = [replace(p, predicted_ms=float(ms), met=bool(ms <= limit)) for p, ms in zip(tried, predicted)]
+        # met as plan_counts means it: within the aim, or within the budget where the aim is below it
+        # (a negative margin aims above the budget; judged on the budget, such a plan fell to the floors)
+        reach = max(aim, limit)
+        tried = [replace(p, predicted_ms=float(ms), met=bool(ms <= reach)) for p, ms in zip(tried, predicted)]
         # within the aim if any is (after a plan measured over budget the aim sits below the budget,
         # and the plan nearest the budget is the likeliest to miss again), else within the budget
         within = [p for p in tried if p.predicted_ms <= aim] or [p for p in tried if p.met]
