@@ -101,6 +101,9 @@ class ScheduleCache:
     def exists(self) -> bool:
         return (self.directory / "database_tuning_record.json").is_file()
 
+    def has_records(self) -> bool:
+        return self.exists() and (self.directory / "database_tuning_record.json").stat().st_size > 0
+
     def history(self, task_mod) -> list[float]:
         """Run times (s; failures inf) of the workload's records, in the order they were committed."""
         from tvm_ffi import structural_hash
@@ -178,7 +181,6 @@ def tune(mod, cache: ScheduleCache, trials: int, *, cost_model: str = "xgb",
     whose neighbours were tuned first measures up to `transfer_max` of their best schedules (at
     most half its cap, so the search still explores), then searches until the rule stops it.
     """
-    import_tensor_intrinsics()
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
 
     started = time.perf_counter()
@@ -190,6 +192,7 @@ def tune(mod, cache: ScheduleCache, trials: int, *, cost_model: str = "xgb",
     todo = [task for task in tasks if rule.stop(cache.history(task.dispatched[0])) is None]
     if trials <= 0 or not todo:
         return _outcome(tasks, cache, rule, trials, held, started, reused=True)
+    import_tensor_intrinsics()  # the search's schedule rules need them; reading the records does not
 
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     builder = _builder(cache, builder_timeout_s)
@@ -356,7 +359,8 @@ def compile_tuned(mod, cache: ScheduleCache):
 
     target = cache.target.tvm_target()
     with target, tvm.transform.PassContext(opt_level=3):
-        if cache.exists():
+        if cache.has_records():
+            import_tensor_intrinsics()  # a record's trace may tensorize (int8, tensor cores)
             with cache.open():
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
         if cache.target.is_gpu:
