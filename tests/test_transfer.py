@@ -1,21 +1,23 @@
 """Transfer of tuned schedules between neighbouring channel counts (real MetaSchedule tuning)."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from advisor.compile.build import compile_layer, layer_reference
-from advisor.measure.backends import TOLERANCES
-
-TOLERANCE = TOLERANCES["float32"]
-from advisor.model.layers import ConvLayer
-from advisor.compile.relax_import import to_relax
 from advisor.board.runtime import first_output
+from advisor.compile.build import compile_layer, layer_reference
+from advisor.compile.relax_import import to_relax
 from advisor.compile.targets import parse_target
 from advisor.compile.transfer import changed_size, nearest_tiling, shape_signature
 from advisor.compile.tuning import ScheduleCache, tune
+from advisor.measure.backends import TOLERANCES
+from advisor.model.layers import ConvLayer
+from conftest import REPO
 
+TOLERANCE = TOLERANCES["float32"]
 TINY = ConvLayer("tiny", "tiny", (1, 8, 8, 8), 8, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1, False)
 TRIALS = 4
 
@@ -81,6 +83,37 @@ def test_workload_without_neighbours_tunes_normally(target, tmp_path):
     outcome = tune(to_relax(conv, x)[0], cache, 2)
     # 16x16 instead of 8x8 changes several sizes (16, padded 18, bound 17): not a neighbour
     assert outcome.transferred == 0 and outcome.transferred_from == () and outcome.trials_run == 2
+
+
+def test_tuned_records_are_applied_without_the_tensor_intrinsics_unless_they_tensorize(target, tmp_path):
+    """Importing TVM's tensor intrinsics costs 11 s a process; applying float32 records does not
+    need them (the compiled layer is still right), a record that tensorizes does."""
+    cache = _tune_source(tmp_path, target, trials=2)
+    assert not cache.tensorizes()
+    code = f"""
+import sys
+import numpy as np
+import tvm
+from advisor.board.runtime import first_output
+from advisor.compile.build import compile_layer
+from advisor.compile.targets import parse_target
+from advisor.compile.tuning import ScheduleCache
+from advisor.model.layers import ConvLayer
+layer = ConvLayer("tiny", "tiny", (1, 8, 8, 8), 8, 16, (3, 3), (1, 1), (1, 1), (1, 1), 1, False)
+compiled = compile_layer(layer, 2, ScheduleCache({str(tmp_path)!r}, parse_target("llvm", 2)))
+assert compiled.outcome.reused and compiled.outcome.trials_run == 0
+vm = tvm.relax.VirtualMachine(compiled.executable, tvm.cpu())
+output = first_output(vm["main"](*[tvm.runtime.tensor(a) for a in compiled.inputs])).numpy()
+print(np.abs(output - compiled.reference).max(), "tvm.s_tir.tensor_intrin" in sys.modules)
+"""
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    error, imported = run.stdout.split()
+    assert float(error) <= TOLERANCE and imported == "False"
+    records = cache.directory / "database_tuning_record.json"
+    line = records.read_text().splitlines()[0]
+    records.write_text(line.replace('"Split"', '"Tensorize"', 1) + "\n")
+    assert cache.tensorizes()
 
 
 def test_signatures_find_one_changed_size(target):

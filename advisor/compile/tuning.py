@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import time
 from dataclasses import dataclass
@@ -101,8 +102,15 @@ class ScheduleCache:
     def exists(self) -> bool:
         return (self.directory / "database_tuning_record.json").is_file()
 
-    def has_records(self) -> bool:
-        return self.exists() and (self.directory / "database_tuning_record.json").stat().st_size > 0
+    def tensorizes(self) -> bool:
+        """Whether a record's trace tensorizes (int8 dot products, tensor cores): applying it then
+        needs TVM's tensor intrinsics registered (the instruction `Tensorize`, the annotation
+        `meta_schedule.auto_tensorize`)."""
+        path = self.directory / "database_tuning_record.json"
+        if not path.is_file() or path.stat().st_size == 0:
+            return False
+        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as text:
+            return text.find(b"ensorize") >= 0
 
     def history(self, task_mod) -> list[float]:
         """Run times (s; failures inf) of the workload's records, in the order they were committed."""
@@ -359,8 +367,9 @@ def compile_tuned(mod, cache: ScheduleCache):
 
     target = cache.target.tvm_target()
     with target, tvm.transform.PassContext(opt_level=3):
-        if cache.has_records():
-            import_tensor_intrinsics()  # a record's trace may tensorize (int8, tensor cores)
+        if cache.exists():
+            if cache.tensorizes():
+                import_tensor_intrinsics()
             with cache.open():
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
         if cache.target.is_gpu:
