@@ -189,6 +189,8 @@ def tune(mod, cache: ScheduleCache, trials: int, *, cost_model: str = "xgb",
     whose neighbours were tuned first measures up to `transfer_max` of their best schedules (at
     most half its cap, so the search still explores), then searches until the rule stops it.
     """
+    if cache.target.is_gpu:  # GPU schedule rules look the intrinsics up (wmma) even on reading records
+        import_tensor_intrinsics()
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
 
     started = time.perf_counter()
@@ -368,7 +370,7 @@ def compile_tuned(mod, cache: ScheduleCache):
     target = cache.target.tvm_target()
     with target, tvm.transform.PassContext(opt_level=3):
         if cache.exists():
-            if cache.tensorizes():
+            if cache.target.is_gpu or cache.tensorizes():
                 import_tensor_intrinsics()
             with cache.open():
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
