@@ -99,17 +99,20 @@ class ScheduleCache:
             )
         return _OPEN_DATABASES[key]
 
+    @property
+    def records(self) -> Path:
+        return self.directory / "database_tuning_record.json"
+
     def exists(self) -> bool:
-        return (self.directory / "database_tuning_record.json").is_file()
+        return self.records.is_file()
 
     def tensorizes(self) -> bool:
         """Whether a record's trace tensorizes (int8 dot products, tensor cores): applying it then
         needs TVM's tensor intrinsics registered (the instruction `Tensorize`, the annotation
         `meta_schedule.auto_tensorize`)."""
-        path = self.directory / "database_tuning_record.json"
-        if not path.is_file() or path.stat().st_size == 0:
+        if not self.exists() or self.records.stat().st_size == 0:
             return False
-        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as text:
+        with open(self.records, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as text:
             return text.find(b"ensorize") >= 0
 
     def history(self, task_mod) -> list[float]:
@@ -189,7 +192,7 @@ def tune(mod, cache: ScheduleCache, trials: int, *, cost_model: str = "xgb",
     whose neighbours were tuned first measures up to `transfer_max` of their best schedules (at
     most half its cap, so the search still explores), then searches until the rule stops it.
     """
-    if cache.target.is_gpu:  # GPU schedule rules look the intrinsics up (wmma) even on reading records
+    if cache.target.is_gpu:  # GPU tasks look wmma intrinsics up without a search (test_opencl.py failed so)
         import_tensor_intrinsics()
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
 
